@@ -26,12 +26,12 @@ from __future__ import annotations
 import math
 import re
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
-from switch.config import Address, UserConfig
+from switch.config import Address, SipConfig, UserConfig
 from switch.sip.digest import DigestServer, Verdict
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "RegisterResult",
     "Registrar",
     "Rejected",
+    "contact_key",
 ]
 
 log = structlog.get_logger(__name__)
@@ -174,7 +175,7 @@ class _Aor:
     bindings: dict[str, Binding] = field(default_factory=dict)
 
 
-def _contact_key(uri: str) -> str:
+def contact_key(uri: str) -> str:
     """Comparison key of a contact URI: scheme and host part lower-cased, the rest as is
     (user part and parameters are case-sensitive or order-sensitive here; §19.1.4 is not
     fully applied, a known simplification)."""
@@ -182,7 +183,13 @@ def _contact_key(uri: str) -> str:
     scheme, sep, rest = text.partition(":")
     if not sep:
         return text
-    user, at, hostpart = rest.rpartition("@") if "@" in rest.split(";", 1)[0] else ("", "", rest)
+    # '@' cannot appear unescaped in URI parameters, but a user part may hold ';' (RFC 4475
+    # semiuri), so the last '@' before any '?headers' ends the userinfo
+    at_pos = rest.split("?", 1)[0].rfind("@")
+    if at_pos >= 0:
+        user, at, hostpart = rest[:at_pos], "@", rest[at_pos + 1 :]
+    else:
+        user, at, hostpart = "", "", rest
     cut = len(hostpart)
     for ch in ";?":
         i = hostpart.find(ch)
@@ -229,6 +236,7 @@ class Registrar:
         max_expires: int = 3600,
         default_expires: int = 3600,
         max_contacts: int = 10,
+        contact_key: Callable[[str], str] = contact_key,
     ) -> None:
         if not 0 < min_expires <= default_expires <= max_expires:
             raise ValueError("need 0 < min_expires <= default_expires <= max_expires")
@@ -240,12 +248,28 @@ class Registrar:
         self.max_expires = max_expires
         self.default_expires = default_expires
         self.max_contacts = max_contacts
+        # a canonical form per RFC 3261 §19.1.4 from the URI layer can be plugged in here
+        self._contact_key = contact_key
         self._users: dict[str, UserConfig] = {u.username: u for u in users}
         self._by_number: dict[str, UserConfig] = {}
         for u in users:
             self._by_number[u.number] = u
             self._by_number[u.number.lstrip("+")] = u
         self._aors: dict[str, _Aor] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        users: Sequence[UserConfig],
+        sip: SipConfig,
+        *,
+        key: bytes | None = None,
+        nonce_lifetime_s: float = 300.0,
+    ) -> Registrar:
+        """A registrar for ``[[users]]`` in realm ``sip.realm`` (default: ``sip.advertise``).
+        Give every node of a cluster the same ``key`` so any node verifies any nonce."""
+        realm = sip.realm or sip.advertise
+        return cls(users, realm, DigestServer(realm, key=key, nonce_lifetime_s=nonce_lifetime_s))
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -376,6 +400,8 @@ class Registrar:
             if not uri or any(ch in uri for ch in " \t\r\n<>"):
                 return Rejected(400, "Invalid Contact")
             key = self._binding_key(uri, c.instance, c.reg_id)
+            if key is None:
+                return Rejected(400, "Invalid Contact")
             if key in seen:
                 continue  # a contact listed twice in one request: first one wins
             seen.add(key)
@@ -430,12 +456,14 @@ class Registrar:
         user = self.user_for_auth(username)
         return None if user is None else user.password
 
-    @staticmethod
-    def _binding_key(uri: str, instance: str | None, reg_id: int | None) -> str:
+    def _binding_key(self, uri: str, instance: str | None, reg_id: int | None) -> str | None:
         if instance is not None and reg_id is not None:
             # RFC 5626 §6: the flow (instance, reg-id) identifies the binding
             return f"flow:{instance}:{reg_id}"
-        return "uri:" + _contact_key(uri)
+        try:
+            return "uri:" + self._contact_key(uri)
+        except ValueError:  # a pluggable canonicaliser may refuse a URI it cannot parse
+            return None
 
     def _evict(self, aor: _Aor, now: float) -> None:
         live = {k: b for k, b in aor.bindings.items() if b.expires_at > now}

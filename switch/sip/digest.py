@@ -42,6 +42,7 @@ __all__ = [
     "DigestServer",
     "OtherScheme",
     "Verdict",
+    "answer_challenge",
     "compute_response",
     "parse_auth_header",
     "parse_challenges",
@@ -514,7 +515,7 @@ class DigestServer:
         want = hmac.new(self._key, head + self.realm.encode(), hashlib.sha256).digest()
         if not hmac.compare_digest(mac, want[:_NONCE_MAC_LEN]):
             return None
-        issued_ms, _salt = _NONCE_HEAD.unpack(head)
+        issued_ms: int = _NONCE_HEAD.unpack(head)[0]
         age = now - issued_ms / 1000.0
         if age < -self._skew:
             return None  # from the future: another worker's clock, or forged
@@ -732,3 +733,22 @@ class DigestClient:
             nc=nc,
             opaque=ch.opaque,
         ).to_header_value()
+
+
+def answer_challenge(
+    challenge_values: str | Iterable[str],
+    *,
+    username: str,
+    password: str,
+    method: str,
+    uri: str,
+    body: bytes = b"",
+    cnonce: str | None = None,
+) -> str | None:
+    """One-shot answer to a 401/407 (nc=1): the Authorization / Proxy-Authorization value
+    for the strongest usable challenge, or None. Use :class:`DigestClient` to re-use the
+    nonce on later requests."""
+    factory = (lambda: cnonce) if cnonce is not None else (lambda: secrets.token_hex(16))
+    return DigestClient(username, password, cnonce_factory=factory).respond(
+        challenge_values, method, uri, body
+    )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from switch.config import Address, Transport, UserConfig
+from switch.config import Address, SipConfig, Transport, UserConfig
 from switch.registrar import (
     Binding,
     Bindings,
@@ -13,6 +15,7 @@ from switch.registrar import (
     RegisterRequest,
     Registrar,
     Rejected,
+    contact_key,
 )
 from switch.sip.digest import Algorithm, DigestClient, DigestServer, parse_challenges
 
@@ -389,3 +392,77 @@ def test_binding_is_frozen_data() -> None:
     with pytest.raises(AttributeError):
         b.contact = "sip:y"  # type: ignore[misc]
     assert b.remaining(T0 + 9.2) == 1 and b.remaining(T0 + 11) == 0
+
+
+# --- configuration, comparison and robustness ----------------------------------------------
+
+def test_from_config_uses_sip_realm_or_advertise_and_a_shared_key() -> None:
+    a = Registrar.from_config([ALICE], SipConfig(advertise="10.0.0.5"), key=b"k" * 32)
+    b = Registrar.from_config([ALICE], SipConfig(realm="vc.example", advertise="10.0.0.5"),
+                              key=b"k" * 32)
+    assert (a.realm, b.realm) == ("10.0.0.5", "vc.example")
+    # two nodes with the same key: a challenge from one is answered to the other
+    other = Registrar.from_config([ALICE], SipConfig(advertise="10.0.0.5"), key=b"k" * 32)
+    first = Phone(a, ALICE).send([c("sip:1001@h")], T0)
+    assert isinstance(first, Challenge)
+    phone = Phone(other, ALICE)
+    value = phone.client.respond(first.www_authenticate, "REGISTER", f"sip:{REALM}")
+    assert value is not None
+    ok(phone.send([c("sip:1001@h")], T0 + 1, auth=[value]))
+
+
+@pytest.mark.parametrize(
+    ("uri", "key"),
+    [
+        ("SIP:Alice@PC.Example.COM:5060;Transport=TCP",
+         "sip:Alice@pc.example.com:5060;Transport=TCP"),
+        ("sip:host.COM", "sip:host.com"),
+        ("sip:user;par=u%40example.net@Example.COM", "sip:user;par=u%40example.net@example.com"),
+        ("sip:a@B?x=@C", "sip:a@b?x=@C"),
+        ("*", "*"),
+    ],
+)
+def test_contact_key_lowercases_scheme_and_host_only(uri: str, key: str) -> None:
+    assert contact_key(uri) == key
+
+
+def test_a_canonical_contact_key_can_be_plugged_in() -> None:
+    def strict(uri: str) -> str:
+        if not uri.startswith("sip:"):
+            raise ValueError("not a sip URI")
+        return uri.replace(":5060", "")  # e.g. default port folded away
+
+    digest = DigestServer(REALM, key=b"0" * 32)
+    reg = Registrar([ALICE], REALM, digest, contact_key=strict)
+    phone = Phone(reg, ALICE)
+    ok(phone.register([c("sip:a@h:5060")], T0))
+    assert ok(phone.send([c("sip:a@h", expires=0)], T0 + 1)).bindings == ()
+    bad = phone.send([c("mailto:a@h")], T0 + 2)
+    assert isinstance(bad, Rejected) and bad.status == 400
+
+
+_text = st.text(max_size=40)
+_contact = st.builds(
+    ContactSpec,
+    uri=st.one_of(st.just("*"), st.just("sip:a@h"), _text),
+    expires=st.one_of(st.none(), st.integers(-5, 2**40), _text),
+    q=st.one_of(st.none(), st.floats(allow_nan=True), _text),
+    instance=st.one_of(st.none(), _text),
+    reg_id=st.one_of(st.none(), st.integers(0, 3)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(contacts=st.lists(_contact, max_size=4), expires=st.one_of(st.none(), _text,
+                                                                     st.integers(-1, 10**12)),
+       cseq=st.integers(-1, 2**32), aor=st.one_of(st.just("1001"), _text))
+def test_any_parsed_register_gets_an_answer_never_an_exception(
+        contacts: list[ContactSpec], expires: int | str | None, cseq: int, aor: str) -> None:
+    reg = make_registrar()
+    phone = Phone(reg, ALICE)
+    result = phone.register(contacts, T0, expires=expires, aor=aor, cseq=cseq)
+    assert isinstance(result, Bindings | Rejected | Challenge)
+    if isinstance(result, Bindings):
+        assert all(b.remaining(T0) <= 3600 for b in result.bindings)
+        assert all(b.username == "1001" for b in result.bindings)
+    assert len(reg.contacts_for_user("1001", T0)) <= reg.max_contacts

@@ -19,6 +19,7 @@ from switch.sip.digest import (
     DigestServer,
     OtherScheme,
     Verdict,
+    answer_challenge,
     compute_response,
     parse_auth_header,
     parse_challenges,
@@ -241,7 +242,7 @@ def parse_challenges_safe(text: str) -> None:
 _names = st.sampled_from(["username", "realm", "nonce", "uri", "response", "qop", "nc",
                           "cnonce", "algorithm", "opaque", "x-y"])
 _values = st.one_of(
-    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
+    st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=30)
     .map(lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'),
     st.from_regex(r"[A-Za-z0-9\-]{1,12}", fullmatch=True),
 )
@@ -301,7 +302,7 @@ def test_tampering_is_rejected() -> None:
     def variant(**changes: object) -> str:
         fields = {f: getattr(cred, f) for f in DigestCredentials.__slots__}
         fields.update(changes)
-        return DigestCredentials(**fields).to_header_value()  # type: ignore[arg-type]
+        return DigestCredentials(**fields).to_header_value()
 
     flipped = ("0" if cred.response[0] != "0" else "1") + cred.response[1:]
     assert _check(server, variant(response=flipped), T0).verdict is Verdict.WRONG_RESPONSE
@@ -413,3 +414,39 @@ def test_client_new_challenge_resets_nonce_count() -> None:
     assert value is not None and "nc=00000001" in value
     assert client.challenge is not None and client.challenge.stale
     assert _check(server, value, T0 + 401).ok
+
+
+# --- interop with a third-party client: httpx.DigestAuth (MD5/SHA-256 and -sess) -----------
+
+@pytest.mark.parametrize("alg", list(Algorithm))
+def test_httpx_digest_client_is_accepted_and_its_nonce_reuse_too(alg: Algorithm) -> None:
+    """httpx (a dependency, written independently of us) answers our challenge; its second
+    request re-uses the nonce with nc=00000002, which must pass; replaying fails."""
+    import httpx
+
+    server = _server(algorithms=[alg])
+    auth = httpx.DigestAuth("alice", "secret")
+    request = httpx.Request("REGISTER", "http://voicecall.test/register")
+    flow = auth.sync_auth_flow(request)
+    next(flow)
+    challenge = httpx.Response(
+        401, headers=[("WWW-Authenticate", v) for v in server.challenge_headers(T0)],
+        request=request)
+    first = flow.send(challenge).headers["Authorization"]
+    assert f"algorithm={alg.value}" in first
+    assert _check(server, first, T0 + 1).ok
+    again = httpx.Request("REGISTER", "http://voicecall.test/register")
+    second = next(auth.sync_auth_flow(again)).headers["Authorization"]
+    assert "nc=00000002" in second
+    assert _check(server, second, T0 + 2).ok
+    assert _check(server, second, T0 + 3).verdict is Verdict.REPLAYED
+    assert _check(server, first, T0 + 4, password="wrong").verdict is Verdict.WRONG_RESPONSE
+
+
+def test_one_shot_answer_matches_rfc7616_vector() -> None:
+    value = answer_challenge(RFC7616_CHALLENGES, username="Mufasa", password="Circle of Life",
+                             method="GET", uri="/dir/index.html", cnonce=RFC7616_CNONCE)
+    assert value is not None
+    assert 'response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"' in value
+    assert answer_challenge("Basic realm=x", username="a", password="b", method="GET",
+                            uri="/") is None
