@@ -1,0 +1,400 @@
+"""Bytes → :class:`Request` / :class:`Response` (RFC 3261 §7, §18.3, §25) and stream framing.
+
+Limits (all configurable per call; chosen so a legitimate message is never refused and a
+hostile one costs bounded work):
+
+* ``max_size`` — 65535 octets for a whole message (the largest UDP datagram; a TCP/TLS
+  message above it closes the connection). Content-Length must be ≤ ``max_size``.
+* ``MAX_HEADERS`` — 256 header lines (after unfolding).
+* ``MAX_LINE`` — 16384 characters per (unfolded) header line or start line.
+* ``MAX_VIAS`` — 70 Via values (one per hop; Max-Forwards defaults to 70).
+
+Datagram rules (RFC 3261 §18.3): Content-Length may be absent (the body is the rest of the
+datagram); octets beyond Content-Length are ignored (RFC 4475 §3.1.1.8 "dblreq"); a
+Content-Length larger than the data is an error (§3.1.2.2 "clerr"). On streams
+(:class:`StreamFramer`) Content-Length is mandatory.
+
+Leniency: CRLFs before the start line are skipped (§7.5); runs of SP/HTAB between the three
+start-line elements and after them are tolerated (RFC 4475 §3.1.2.9 "lwsstart", §3.1.2.10
+"trws" allow this) — serialisation always writes single SPs; bare LF line ends are
+accepted. Header text is decoded as UTF-8, falling back to Latin-1 for legacy equipment.
+
+What ``parse_message`` validates eagerly: start line, every header line's syntax, one
+Content-Length, and the syntax of Via (all values), From, To, Call-ID, CSeq and
+Max-Forwards when present. Presence / multiplicity of mandatory fields and the rest of
+RFC 3261 §8.2 are :func:`switch.sip.validate.check_request`'s job.
+"""
+
+from __future__ import annotations
+
+from switch.sip.headers import _CANONICAL, Headers
+from switch.sip.message import Request, Response
+from switch.sip.uri import (
+    TOKEN_CHARS,
+    SipParseError,
+    SipUri,
+    is_token,
+    parse_uri,
+)
+
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_LINE",
+    "MAX_SIZE",
+    "MAX_VIAS",
+    "SipFramingError",
+    "SipParseError",
+    "StreamFramer",
+    "error_response",
+    "parse_message",
+]
+
+MAX_SIZE = 65535
+MAX_HEADERS = 256
+MAX_LINE = 16384
+MAX_VIAS = 70
+
+_HEADER_END = b"\r\n\r\n"
+
+
+class SipFramingError(SipParseError):
+    """The byte stream cannot be split into messages any more: close the connection."""
+
+
+def parse_message(data: bytes, *, max_size: int = MAX_SIZE) -> Request | Response:
+    """Parse one SIP message from a datagram (or one framed stream message).
+
+    Raises :class:`SipParseError`; for requests whose header section could be read,
+    ``exc.partial`` carries the raw fields so a 400 can be sent (see :func:`error_response`).
+    """
+    if len(data) > max_size:
+        raise SipParseError("Message Too Large", status=513)
+    start = 0
+    n = len(data)
+    while data.startswith(b"\r\n", start):
+        start += 2
+    while start < n and data[start] == 0x0A:  # bare LF keep-alives
+        start += 1
+    end = data.find(_HEADER_END, start)
+    if end >= 0:
+        head = data[start:end]
+        body_start = end + 4
+        crlf = True
+    else:
+        end = data.find(b"\n\n", start)
+        if end < 0:
+            # headers without the empty line: accept only if the datagram is all headers
+            # ending in CRLF (no body possible)
+            if data.endswith(b"\r\n") and start < n:
+                head = data[start : n - 2]
+                body_start = n
+                crlf = True
+            else:
+                raise SipParseError("Incomplete message (no end of headers)")
+        else:
+            head = data[start:end]
+            body_start = end + 2
+            crlf = False
+    if not head:
+        raise SipParseError("Empty message")
+    text = _decode(head)
+    if crlf and "\n" not in text.replace("\r\n", ""):
+        lines = text.split("\r\n")
+    else:
+        lines = text.replace("\r\n", "\n").split("\n")
+        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    start_line = lines[0]
+    if len(start_line) > MAX_LINE:
+        raise SipParseError("Start line too long")
+    parts = start_line.split(None, 2)
+
+    is_response = start_line[:4].upper() == "SIP/"
+    # -- headers ---------------------------------------------------------------------
+    items: list[tuple[str, str]] = []
+    keys: list[str] = []
+    error: str | None = None
+    canon = _CANONICAL
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if not items:
+                error = error or "Continuation line before first header"
+                continue
+            name, value = items[-1]
+            cont = line.strip(" \t")
+            folded = f"{value} {cont}" if value else cont
+            if len(folded) > MAX_LINE:
+                raise SipParseError("Header line too long", is_response=is_response)
+            items[-1] = (name, folded)
+            continue
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not name or not TOKEN_CHARS.issuperset(name):
+            error = error or "Malformed header line"
+            continue
+        if len(line) > MAX_LINE:
+            raise SipParseError("Header line too long", is_response=is_response)
+        low = name.lower()
+        c = canon.get(low)
+        if c is not None:
+            name = c
+            low = c.lower()
+        items.append((name, value.strip(" \t")))
+        keys.append(low)
+        if len(items) > MAX_HEADERS:
+            raise SipParseError("Too many header fields", is_response=is_response)
+    headers = Headers._trusted(tuple(items), tuple(keys))
+
+    # -- body (Content-Length) -------------------------------------------------------
+    body_err: str | None = None
+    cl_values = [items[i][1] for i in range(len(keys)) if keys[i] == "content-length"]
+    available = n - body_start
+    body = b""
+    if cl_values:
+        if len(cl_values) > 1:
+            body_err = "Multiple Content-Length values"
+        else:
+            cl = cl_values[0]
+            if not cl.isdigit() or not cl.isascii() or len(cl) > 10:
+                body_err = "Bad Content-Length"
+            elif int(cl) > max_size:
+                body_err = "Content-Length too large"
+            elif int(cl) > available:
+                body_err = "Content-Length larger than message"
+            else:
+                body = data[body_start : body_start + int(cl)]
+    else:
+        body = data[body_start:]
+
+    # -- start line ------------------------------------------------------------------
+    if is_response:
+        return _build_response(parts, start_line, headers, body, error or body_err)
+    return _build_request(parts, headers, body, error or body_err, keys)
+
+
+def _decode(head: bytes) -> str:
+    if head.isascii():
+        return head.decode("ascii")
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError:
+        return head.decode("latin-1")
+
+
+def _build_response(
+    parts: list[str], start_line: str, headers: Headers, body: bytes, error: str | None
+) -> Response:
+    if len(parts) < 2:
+        raise SipParseError("Bad status line", is_response=True)
+    version = parts[0].upper()
+    code = parts[1]
+    if not _is_version(version):
+        raise SipParseError("Bad SIP version", is_response=True)
+    if len(code) != 3 or not code.isdigit() or not code.isascii() or not "100" <= code <= "699":
+        raise SipParseError("Bad status code", is_response=True)
+    # Reason-Phrase may be empty (RFC 4475 §3.1.1.13) and may contain any UTF-8.
+    reason = parts[2].strip(" \t") if len(parts) > 2 else ""
+    if error:
+        raise SipParseError(error, is_response=True)
+    resp = Response(int(code), reason, headers, body, version)
+    try:
+        _validate_common(resp)
+    except SipParseError as exc:
+        raise SipParseError(exc.reason, is_response=True) from None
+    return resp
+
+
+def _build_request(
+    parts: list[str], headers: Headers, body: bytes, error: str | None, keys: list[str]
+) -> Request:
+    if len(parts) != 3 or len(parts[2].split()) != 1:
+        # lwsruri: "sip:user@example.com; lr" splits into too many elements
+        raise SipParseError("Bad request line", partial=_partial_request(parts, headers, body))
+    method, uri_text, version = parts[0], parts[1], parts[2].strip(" \t").upper()
+    if not is_token(method):
+        raise SipParseError("Bad request method")
+    partial_uri: SipUri
+    uri_error: str | None = None
+    try:
+        partial_uri = parse_uri(uri_text)
+        if partial_uri.headers and partial_uri.is_sip:
+            # RFC 4475 §3.1.2.11 "escruri": headers are not allowed in a Request-URI.
+            uri_error = "Request-URI must not contain headers"
+    except SipParseError as exc:
+        uri_error = f"Bad Request-URI ({exc.reason})"
+        partial_uri = SipUri(scheme="", opaque=uri_text)
+    req = Request(method, partial_uri, headers, body, version)
+    if not _is_version(version):
+        raise SipParseError("Bad SIP version", partial=_partial_or_none(req, keys))
+    if error or uri_error:
+        raise SipParseError(error or uri_error or "", partial=_partial_or_none(req, keys))
+    if version != "SIP/2.0":
+        return req  # 505 from check_request; nothing else can be interpreted
+    try:
+        _validate_common(req)
+    except SipParseError as exc:
+        raise SipParseError(exc.reason, partial=_partial_or_none(req, keys)) from None
+    return req
+
+
+def _validate_common(msg: Request | Response) -> None:
+    """Syntax of the fields every element needs (errors name the field)."""
+    vias = msg.vias if "via" in msg.headers._keys else ()
+    if len(vias) > MAX_VIAS:
+        raise SipParseError("Too many Via header fields")
+    keys = msg.headers._keys
+    if "from" in keys:
+        _named("From", lambda: msg.from_)
+    if "to" in keys:
+        _named("To", lambda: msg.to)
+    if "call-id" in keys:
+        _named("Call-ID", lambda: msg.call_id)
+    if "cseq" in keys:
+        _named("CSeq", lambda: msg.cseq)
+    if "max-forwards" in keys:
+        _named("Max-Forwards", lambda: msg.max_forwards)
+
+
+def _named(field: str, fn: object) -> None:
+    try:
+        fn()  # type: ignore[operator]
+    except SipParseError as exc:
+        reason = exc.reason
+        if field not in reason:
+            reason = f"{reason} in {field}"
+        raise SipParseError(reason) from None
+
+
+def _is_version(v: str) -> bool:
+    if not v.startswith("SIP/"):
+        return False
+    major, dot, minor = v[4:].partition(".")
+    return bool(dot) and major.isdigit() and minor.isdigit() and major.isascii() and minor.isascii()
+
+
+def _partial_or_none(req: Request, keys: list[str]) -> Request | None:
+    # Enough to answer: the response is routed by Via and identified by the other four.
+    if all(k in keys for k in ("via", "from", "to", "call-id", "cseq")):
+        return req
+    return None
+
+
+def _partial_request(parts: list[str], headers: Headers, body: bytes) -> Request | None:
+    if not parts or not is_token(parts[0]):
+        return None
+    req = Request(parts[0], SipUri(scheme="", opaque=" ".join(parts[1:])), headers, body)
+    return _partial_or_none(req, list(headers._keys))
+
+
+def error_response(exc: SipParseError) -> Response | None:
+    """The response to send for a parse error, or ``None`` when the message must be
+    dropped silently (responses, ACK, or not enough of a request to answer)."""
+    from switch.sip.message import make_response
+
+    p = exc.partial
+    if p is None or exc.is_response or p.method == "ACK":
+        return None
+    return make_response(p, exc.status, exc.reason if exc.status == 400 else None)
+
+
+class StreamFramer:
+    """Splits a TCP/TLS byte stream into SIP messages (RFC 3261 §18.3).
+
+    ``feed(data)`` returns the complete messages (bytes, each ready for
+    :func:`parse_message`) in arrival order and keeps any tail. CRLF keep-alives between
+    messages (RFC 5626 §3.5.1) are consumed: each ``CRLFCRLF`` ping increments a counter
+    that :meth:`take_pongs` returns (answer each with a single ``CRLF``); a lone ``CRLF``
+    (a pong to our own ping) sets :attr:`pong_received`. Raises :class:`SipFramingError`
+    (close the connection) on a missing/invalid Content-Length or a message larger than
+    ``max_size``; the framer is unusable afterwards.
+    """
+
+    __slots__ = ("_buf", "_crlf_run", "_failed", "_pings", "_scan", "max_size", "pong_received")
+
+    def __init__(self, max_size: int = MAX_SIZE) -> None:
+        self.max_size = max_size
+        self._buf = bytearray()
+        self._scan = 0  # where to resume searching for the end of headers
+        self._crlf_run = 0  # CRLFs seen between messages
+        self._pings = 0
+        self._failed = False
+        self.pong_received = False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def take_pongs(self) -> int:
+        """Number of CRLFCRLF pings seen since the last call (send one CRLF each)."""
+        n = self._pings
+        self._pings = 0
+        return n
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._failed:
+            raise SipFramingError("Stream already failed")
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        while buf:
+            if not self._scan:
+                # between messages: consume keep-alive CRLFs
+                i = 0
+                while buf.startswith(b"\r\n", i):
+                    i += 2
+                    self._crlf_run += 1
+                    if self._crlf_run == 2:
+                        self._pings += 1
+                        self._crlf_run = 0
+                if i:
+                    del buf[:i]
+                    if not buf or buf == b"\r":
+                        if self._crlf_run == 1:
+                            self.pong_received = True
+                        break
+                if buf == b"\r":
+                    break
+                if self._crlf_run == 1:
+                    self.pong_received = True
+                self._crlf_run = 0
+            end = buf.find(_HEADER_END, max(0, self._scan - 3))
+            if end < 0:
+                if len(buf) > self.max_size:
+                    self._failed = True
+                    raise SipFramingError("Message Too Large", status=513)
+                self._scan = max(len(buf), 1)
+                break
+            clen = self._content_length(bytes(buf[:end]))
+            total = end + 4 + clen
+            if total > self.max_size:
+                self._failed = True
+                raise SipFramingError("Message Too Large", status=513)
+            if len(buf) < total:
+                self._scan = end + 1  # header end known; wait for the body
+                break
+            out.append(bytes(buf[:total]))
+            del buf[:total]
+            self._scan = 0
+        return out
+
+    def _content_length(self, head: bytes) -> int:
+        value: int | None = None
+        for line in head.split(b"\r\n")[1:]:
+            if line[:1] in (b" ", b"\t"):
+                continue
+            name, colon, v = line.partition(b":")
+            if not colon:
+                continue
+            name = name.strip().lower()
+            if name in (b"content-length", b"l"):
+                v = v.strip()
+                if not v.isdigit() or len(v) > 10:
+                    self._failed = True
+                    raise SipFramingError("Bad Content-Length")
+                if value is not None and value != int(v):
+                    self._failed = True
+                    raise SipFramingError("Multiple Content-Length values")
+                value = int(v)
+        if value is None:
+            self._failed = True
+            raise SipFramingError("Missing Content-Length on a stream transport")
+        return value
