@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from switch.config import Address, SipConfig, UserConfig
-from switch.sip.digest import DigestServer, Verdict
+from switch.sip.digest import Algorithm, DigestServer, Verdict
 
 __all__ = [
     "Binding",
@@ -265,11 +265,20 @@ class Registrar:
         *,
         key: bytes | None = None,
         nonce_lifetime_s: float = 300.0,
+        algorithms: Sequence[Algorithm] = (Algorithm.SHA_256, Algorithm.MD5),
     ) -> Registrar:
         """A registrar for ``[[users]]`` in realm ``sip.realm`` (default: ``sip.advertise``).
-        Give every node of a cluster the same ``key`` so any node verifies any nonce."""
+
+        Give every node of a cluster the same ``key`` so any node verifies any nonce.
+        ``algorithms`` are offered in order (RFC 8760 §2.4). Interop note, verified: SIPp
+        3.6.1 and baresip 1.0.0 give up when the first challenge is SHA-256 instead of
+        skipping it, so deployments with such UAs need ``algorithms=(Algorithm.MD5,)``.
+        """
         realm = sip.realm or sip.advertise
-        return cls(users, realm, DigestServer(realm, key=key, nonce_lifetime_s=nonce_lifetime_s))
+        digest = DigestServer(
+            realm, key=key, nonce_lifetime_s=nonce_lifetime_s, algorithms=algorithms
+        )
+        return cls(users, realm, digest)
 
     # -- lookups ------------------------------------------------------------------------
 

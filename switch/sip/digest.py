@@ -14,6 +14,12 @@ plain data, so it does not depend on the SIP message layer.
 
 Algorithms: MD5, MD5-sess, SHA-256, SHA-256-sess; qop ``auth``, ``auth-int`` and absent
 (RFC 2069 legacy). ``userhash`` (RFC 7616 §3.4.4) is not supported and never offered.
+
+Interop (checked by hand against real peers): the server accepts SIPp 3.6.1, baresip 1.0.0
+and httpx digests; the client registers with Kamailio 5.6 (MD5 and SHA-256, qop=auth, nonce
+re-use with nc=2). SIPp 3.6.1 and baresip 1.0.0 fail when the *first* challenge is SHA-256
+instead of skipping it (RFC 8760 §2.4 expects them to skip it), so offer
+``algorithms=(Algorithm.MD5,)`` to such UAs.
 """
 
 from __future__ import annotations

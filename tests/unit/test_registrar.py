@@ -401,6 +401,10 @@ def test_from_config_uses_sip_realm_or_advertise_and_a_shared_key() -> None:
     b = Registrar.from_config([ALICE], SipConfig(realm="vc.example", advertise="10.0.0.5"),
                               key=b"k" * 32)
     assert (a.realm, b.realm) == ("10.0.0.5", "vc.example")
+    legacy = Registrar.from_config([ALICE], SipConfig(), algorithms=[Algorithm.MD5])
+    chal = Phone(legacy, ALICE).send([c("sip:1001@h")], T0)
+    assert isinstance(chal, Challenge)
+    assert [ch.algorithm for ch in parse_challenges(chal.www_authenticate)] == [Algorithm.MD5]
     # two nodes with the same key: a challenge from one is answered to the other
     other = Registrar.from_config([ALICE], SipConfig(advertise="10.0.0.5"), key=b"k" * 32)
     first = Phone(a, ALICE).send([c("sip:1001@h")], T0)
