@@ -326,7 +326,11 @@ class _MessageBase:
             lines = [self._start_line()]
             lines.extend(f"{n}: {v}" for n, v in self.headers.items() if n != "Content-Length")
             lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
-            out = "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+            text = "\r\n".join(lines)
+            if text.count("\n") != len(lines) + 1 or text.count("\r") != len(lines) + 1:
+                # A CR or LF inside a start line or header value would inject lines.
+                raise ValueError("CR/LF inside a SIP start line or header field value")
+            out = text.encode("utf-8", "surrogateescape") + self.body
             cache["bytes"] = out
         return out
 

@@ -42,6 +42,8 @@ __all__ = [
     "MAX_LINE",
     "MAX_SIZE",
     "MAX_VIAS",
+    "PING",
+    "PONG",
     "SipFramingError",
     "SipParseError",
     "StreamFramer",
@@ -55,6 +57,9 @@ MAX_LINE = 16384
 MAX_VIAS = 70
 
 _HEADER_END = b"\r\n\r\n"
+PING = b""
+"""What :meth:`StreamFramer.feed` returns for a CRLFCRLF keep-alive ping."""
+PONG = b"\r\n"
 
 
 class SipFramingError(SipParseError):
@@ -301,33 +306,26 @@ class StreamFramer:
 
     ``feed(data)`` returns the complete messages (bytes, each ready for
     :func:`parse_message`) in arrival order and keeps any tail. CRLF keep-alives between
-    messages (RFC 5626 §3.5.1) are consumed: each ``CRLFCRLF`` ping increments a counter
-    that :meth:`take_pongs` returns (answer each with a single ``CRLF``); a lone ``CRLF``
-    (a pong to our own ping) sets :attr:`pong_received`. Raises :class:`SipFramingError`
-    (close the connection) on a missing/invalid Content-Length or a message larger than
-    ``max_size``; the framer is unusable afterwards.
+    messages (RFC 5626 §3.5.1): each ``CRLFCRLF`` ping appears in the returned list, in
+    order, as an empty ``b""`` item — answer it with a single ``CRLF`` pong; a lone ``CRLF``
+    (a pong to our own ping) is consumed and sets :attr:`pong_received`. Raises
+    :class:`SipFramingError` (close the connection) on a missing/invalid Content-Length or a
+    message larger than ``max_size``; the framer is unusable afterwards.
     """
 
-    __slots__ = ("_buf", "_crlf_run", "_failed", "_pings", "_scan", "max_size", "pong_received")
+    __slots__ = ("_buf", "_crlf_run", "_failed", "_scan", "max_size", "pong_received")
 
     def __init__(self, max_size: int = MAX_SIZE) -> None:
         self.max_size = max_size
         self._buf = bytearray()
         self._scan = 0  # where to resume searching for the end of headers
         self._crlf_run = 0  # CRLFs seen between messages
-        self._pings = 0
         self._failed = False
         self.pong_received = False
 
     @property
     def buffered(self) -> int:
         return len(self._buf)
-
-    def take_pongs(self) -> int:
-        """Number of CRLFCRLF pings seen since the last call (send one CRLF each)."""
-        n = self._pings
-        self._pings = 0
-        return n
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._failed:
@@ -343,7 +341,7 @@ class StreamFramer:
                     i += 2
                     self._crlf_run += 1
                     if self._crlf_run == 2:
-                        self._pings += 1
+                        out.append(PING)
                         self._crlf_run = 0
                 if i:
                     del buf[:i]

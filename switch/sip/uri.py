@@ -286,7 +286,18 @@ def _unquote(quoted: str) -> str:
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """quoted-string for ``text``: ``\\`` and ``"`` and control characters become
+    quoted-pairs; CR and LF cannot be quoted (RFC 3261 §25.1) and are dropped, so a display
+    name can never inject a header line."""
+    out = ['"']
+    for c in text:
+        if c in "\r\n":
+            continue
+        if c in '"\\' or c < " " or c == "\x7f":
+            out.append("\\")
+        out.append(c)
+    out.append('"')
+    return "".join(out)
 
 
 # ---------------------------------------------------------------------------------------
