@@ -691,10 +691,20 @@ class DigestClient:
     ) -> str | None:
         """Answer a 401/407: the header value, or None if no challenge is usable.
 
-        Raises :class:`DigestParseError` if a challenge value breaks the grammar.
+        Also None when the server repeats, without ``stale=true``, the very nonce we already
+        answered: our credentials were rejected, and re-sending them would loop (RFC 3261
+        §22.2). Raises :class:`DigestParseError` if a challenge value breaks the grammar.
         """
         chosen = self.choose(parse_challenges(challenge_values))
         if chosen is None:
+            return None
+        previous = self._challenge
+        if (
+            previous is not None
+            and self._nc > 0
+            and not chosen.stale
+            and (chosen.realm, chosen.nonce) == (previous.realm, previous.nonce)
+        ):
             return None
         self._challenge = chosen
         self._nc = 0

@@ -450,3 +450,16 @@ def test_one_shot_answer_matches_rfc7616_vector() -> None:
     assert 'response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"' in value
     assert answer_challenge("Basic realm=x", username="a", password="b", method="GET",
                             uri="/") is None
+
+
+def test_client_does_not_loop_on_a_repeated_nonce() -> None:
+    """A server that answers our credentials with the same nonce again (not stale) has
+    rejected them: respond() returns None instead of re-sending (RFC 3261 §22.2)."""
+    server = _server()
+    values = server.challenge_headers(T0)
+    client = DigestClient("alice", "wrong")
+    assert client.respond(values, "REGISTER", "sip:x") is not None
+    assert client.respond(values, "REGISTER", "sip:x") is None
+    stale = [v + ", stale=true" for v in values]
+    assert client.respond(stale, "REGISTER", "sip:x") is not None  # stale: retry is right
+    assert client.respond(server.challenge_headers(T0 + 1), "REGISTER", "sip:x") is not None
