@@ -32,6 +32,7 @@ from switch.sip.timers import Timer, TimerSettings
 log = structlog.get_logger("voicecall.sip.transaction")
 
 MAGIC_COOKIE = "z9hG4bK"
+_EPSILON = 1e-9  # float slack when the owner fires a timer exactly at its deadline
 
 
 def new_branch() -> str:
@@ -278,9 +279,11 @@ class _Machine:
     def _set_terminated(self) -> None:
         raise NotImplementedError
 
-    def _take_timer(self, name: Timer) -> bool:
-        """Consume an armed timer; False if it was not armed (stale/unknown → ignore)."""
-        if self.terminated or name not in self._armed:
+    def _take_timer(self, name: Timer, now: float) -> bool:
+        """Consume an armed timer that is due; False if it was not armed or is not due yet
+        (a stale or duplicated expiry from the owner's heap → ignore)."""
+        deadline = self._armed.get(name)
+        if self.terminated or deadline is None or now < deadline - _EPSILON:
             return False
         del self._armed[name]
         return True
@@ -377,7 +380,7 @@ class ClientInviteTransaction(_Machine):
         self._arm(effects, Timer.CANCEL_GUARD, now + self.settings.timeout_64t1)
 
     def timer_fired(self, name: Timer, now: float) -> list[Effect]:
-        if not self._take_timer(name):
+        if not self._take_timer(name, now):
             return []
         effects: list[Effect] = []
         s = self.state
@@ -454,7 +457,7 @@ class ClientNonInviteTransaction(_Machine):
         return effects
 
     def timer_fired(self, name: Timer, now: float) -> list[Effect]:
-        if not self._take_timer(name):
+        if not self._take_timer(name, now):
             return []
         effects: list[Effect] = []
         s = self.state
@@ -597,7 +600,7 @@ class ServerInviteTransaction(_ServerMachine):
         return effects
 
     def timer_fired(self, name: Timer, now: float) -> list[Effect]:
-        if not self._take_timer(name):
+        if not self._take_timer(name, now):
             return []
         effects: list[Effect] = []
         s = self.state
@@ -616,7 +619,10 @@ class ServerInviteTransaction(_ServerMachine):
 
     def transport_error(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
-        if self.state is not ServerInviteState.TERMINATED:
+        if self.state is ServerInviteState.CONFIRMED:
+            # Nothing of ours is in flight any more; just stop absorbing ACKs.
+            self._terminate(effects)
+        elif self.state is not ServerInviteState.TERMINATED:
             effects.append(TransportFailed())
             self._terminate(effects)
         return effects
@@ -671,7 +677,7 @@ class ServerNonInviteTransaction(_ServerMachine):
         return effects
 
     def timer_fired(self, name: Timer, now: float) -> list[Effect]:
-        if not self._take_timer(name):
+        if not self._take_timer(name, now):
             return []
         effects: list[Effect] = []
         if name is Timer.J and self.state is ServerNonInviteState.COMPLETED:
@@ -740,7 +746,7 @@ class Invite2xxRetransmitter(_Machine):
         return effects
 
     def timer_fired(self, name: Timer, now: float) -> list[Effect]:
-        if not self._take_timer(name):
+        if not self._take_timer(name, now):
             return []
         effects: list[Effect] = []
         if name is Timer.RETRANSMIT_2XX:

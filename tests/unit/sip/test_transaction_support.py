@@ -6,9 +6,24 @@ transaction layer against exactly what arrives from the network.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from switch.sip.addressing import Peer
 from switch.sip.message import Request, Response
 from switch.sip.parser import parse_message
+from switch.sip.timers import Timer
+from switch.sip.transaction import (
+    CancelTimer,
+    DeliverRequest,
+    DeliverResponse,
+    Effect,
+    SendCancel,
+    StartTimer,
+    Terminated,
+    Timeout,
+    Transmit,
+    TransportFailed,
+)
 
 UAC = Peer("udp", "192.0.2.10", 5060)  # the far end that sends us requests
 UAS = Peer("udp", "192.0.2.20", 5070)  # the far end we send requests to
@@ -106,3 +121,58 @@ def ack_for(
     msg = parse_message("\r\n".join(lines).encode())
     assert isinstance(msg, Request)
     return msg
+
+
+# ---------------------------------------------------------------------------- effects
+
+def summarize(effects: list[Effect], now: float) -> list[str]:
+    """Effects as short RFC-like phrases; timer deadlines relative to ``now``."""
+    out: list[str] = []
+    for e in effects:
+        if isinstance(e, Transmit):
+            m = e.message
+            out.append(f"send {m.method}" if isinstance(m, Request) else f"send {m.status}")
+        elif isinstance(e, StartTimer):
+            out.append(f"start {e.name} +{e.deadline - now:g}")
+        elif isinstance(e, CancelTimer):
+            out.append(f"cancel {e.name}")
+        elif isinstance(e, DeliverResponse):
+            out.append(f"deliver {e.response.status}")
+        elif isinstance(e, DeliverRequest):
+            out.append(f"deliver {e.request.method}")
+        elif isinstance(e, Timeout):
+            out.append(f"timeout {e.kind}")
+        elif isinstance(e, TransportFailed):
+            out.append("transport failed")
+        elif isinstance(e, Terminated):
+            out.append("terminated")
+        elif isinstance(e, SendCancel):
+            out.append("send-cancel")
+        else:  # pragma: no cover - a new effect type must be added here
+            raise AssertionError(f"unknown effect {e!r}")
+    return out
+
+
+class _HasTimers(Protocol):
+    @property
+    def armed_timers(self) -> dict[Timer, float]: ...
+
+    @property
+    def terminated(self) -> bool: ...
+
+    def timer_fired(self, name: Timer, now: float) -> list[Effect]: ...
+
+
+def run_timers(
+    machine: _HasTimers, until: float, now: float = 0.0
+) -> list[tuple[float, str]]:
+    """Let virtual time pass with no other input: fire the earliest armed timer at its
+    deadline, repeatedly, up to ``until``. Returns ``(time, phrase)`` for every effect."""
+    log: list[tuple[float, str]] = []
+    while not machine.terminated and machine.armed_timers:
+        name, deadline = min(machine.armed_timers.items(), key=lambda kv: kv[1])
+        if deadline > until:
+            break
+        now = max(now, deadline)
+        log.extend((now, p) for p in summarize(machine.timer_fired(name, now), now))
+    return log
