@@ -36,7 +36,23 @@ class ApiConfig(_Section):
     listen: str = "127.0.0.1:8080"
     admin_token: str = "change-me"
     public_url: str = "http://127.0.0.1:8080"
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Added keys (control_api, documented in deploy/voicecall.example.toml):
+    callee_limit: str = "warn"          # APP-4 soft limit: "off", "warn" (log) or "enforce"
+    callee_limit_per_day: int = Field(default=3, ge=1, le=100_000)
+    callee_limit_per_30d: int = Field(default=10, ge=1, le=1_000_000)
+    forbidden_prefixes: tuple[str, ...] = ()  # NUM-7 extra prefixes (e.g. mobile HLR segments)
+    url_signing_key: str = ""           # HMAC key of recording URLs; "" = derived from admin_token
+    record_url_ttl_s: int = Field(default=7 * 86_400, ge=60, le=30 * 86_400)
+    record_domain: str = ""             # recordDomain in CDRs; "" = host:port of public_url
+    max_apps_per_account: int = Field(default=5, ge=1, le=100_000)  # NUM-4 quota
+
+    @field_validator("callee_limit")
+    @classmethod
+    def _callee_limit(cls, v: str) -> str:
+        if v not in ("off", "warn", "enforce"):
+            raise ValueError("callee_limit must be 'off', 'warn' or 'enforce'")
+        return v
 
     @field_validator("listen")
     @classmethod
@@ -49,26 +65,31 @@ class ApiConfig(_Section):
 
 class StorageConfig(_Section):
     url: str = "sqlite+aiosqlite:///./data/voicecall.db"
-    recordings_retention_days: int = Field(7, ge=1, le=3650)
+    recordings_retention_days: int = Field(default=7, ge=1, le=3650)
 
 
 class WebhooksConfig(_Section):
-    timeout_s: float = Field(10, gt=0, le=300)
-    cdr_retry_interval_s: float = Field(3600, gt=0, le=7 * 86_400)
-    cdr_max_retries: int = Field(6, ge=0, le=100)
+    timeout_s: float = Field(default=10, gt=0, le=300)
+    cdr_retry_interval_s: float = Field(default=3600, gt=0, le=7 * 86_400)
+    cdr_max_retries: int = Field(default=6, ge=0, le=100)
+    # Added keys (control_api):
+    cdr_batch_delay_s: float = Field(default=1.0, ge=0, le=60)  # wait for same-second CDRs (EV-3)
+    outbox_poll_s: float = Field(default=1.0, gt=0, le=60)
+    cdr_lease_s: float = Field(default=120, ge=1, le=86_400)  # a claimed batch expires after
+    push_created_beijing_time: bool = True              # §1.3: Created is Beijing time + "Z"
 
 
 class AuthConfig(_Section):
     accept_beijing_time: bool = True
-    max_skew_s: int = Field(300, ge=1, le=86_400)
-    fail_limit: int = Field(10, ge=1, le=10_000)
-    fail_window_s: int = Field(300, ge=1, le=86_400)
-    block_s: int = Field(1800, ge=1, le=86_400)
+    max_skew_s: int = Field(default=300, ge=1, le=86_400)
+    fail_limit: int = Field(default=10, ge=1, le=10_000)
+    fail_window_s: int = Field(default=300, ge=1, le=86_400)
+    block_s: int = Field(default=1800, ge=1, le=86_400)
 
 
 class BillingConfig(_Section):
-    rate_per_minute: float = Field(0.18, ge=0)
-    number_rent_per_month: float = Field(30, ge=0)
+    rate_per_minute: float = Field(default=0.18, ge=0)
+    number_rent_per_month: float = Field(default=30, ge=0)
 
 
 class AccountConfig(_Section):
@@ -83,7 +104,8 @@ class AppConfig(_Section):
     status_url: str = ""
     fee_url: str = ""
     record: bool = True
-    max_concurrent_calls: int = Field(10, ge=1, le=100_000)
+    max_concurrent_calls: int = Field(default=10, ge=1, le=100_000)
+    push_sign_newlines: bool = True     # §1.3 push signature: url\nnonce\ncreated (else no \n)
 
 
 class NumberConfig(_Section):

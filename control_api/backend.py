@@ -1,0 +1,55 @@
+"""What the control API needs from the switch: a :class:`CallBackend`.
+
+The request dataclasses live in :mod:`switch.events` (the switch must not import control_api);
+they are re-exported here so API code has one import. The API calls the backend only after
+authentication, validation, concurrency admission and storing the call row; anything the call
+does afterwards arrives as events on the switch's :class:`~switch.events.CallEventBus`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from switch.events import (
+    CallbackRequest,
+    CallEventBus,
+    NotificationRequest,
+    PlayItem,
+    VerificationRequest,
+)
+
+__all__ = [
+    "BackendError",
+    "CallBackend",
+    "CallEventBus",
+    "CallbackRequest",
+    "NotificationRequest",
+    "PlayItem",
+    "VerificationRequest",
+]
+
+
+class BackendError(Exception):
+    """The switch refused to start a call (e.g. no free ports). ``result_code`` is the API
+    result code to answer with (default ``1010001`` internal error)."""
+
+    def __init__(self, message: str, result_code: str = "1010001") -> None:
+        super().__init__(message)
+        self.result_code = result_code
+
+
+@runtime_checkable
+class CallBackend(Protocol):
+    """Implemented by the switch (issue C) and by :mod:`control_api.fake_backend` in tests.
+
+    ``start_*`` return once the call has been accepted for dialling (not when it ends); they
+    raise :class:`BackendError` to refuse it. ``stop_call`` releases both parties and returns
+    ``False`` if the session is unknown or already over."""
+
+    async def start_callback(self, req: CallbackRequest) -> None: ...
+
+    async def start_notification(self, req: NotificationRequest) -> None: ...
+
+    async def start_verification(self, req: VerificationRequest) -> None: ...
+
+    async def stop_call(self, session_id: str) -> bool: ...

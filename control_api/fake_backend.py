@@ -1,0 +1,181 @@
+"""An in-process stand-in for the switch: accepts requests and emits realistic event sequences
+on a :class:`CallEventBus` (callout → alerting → answer → … → disconnect → CallEnded). Used by
+tests, the benchmark and the kill-and-restart test process; not used in production."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import soundfile
+
+from control_api.backend import (
+    BackendError,
+    CallbackRequest,
+    NotificationRequest,
+    VerificationRequest,
+)
+from switch.events import (
+    CallEnded,
+    CallEventBus,
+    CollectInfo,
+    Leg,
+    LegEvent,
+    LegEventKind,
+    LegTimes,
+    PartyType,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FakeScript:
+    ring_s: float = 0.01
+    a_answers: bool = True
+    b_answers: bool = True
+    talk_s: float = 0.05
+    digits: str = "1"
+    record_duration_s: float | None = None      # reported duration (default: talk time)
+    end_at: float | None = None                 # force callEndTime (CDR batching tests)
+    refuse: bool = False                        # start_* raises BackendError
+
+
+RequestT = CallbackRequest | NotificationRequest | VerificationRequest
+
+
+@dataclass
+class FakeBackend:
+    bus: CallEventBus
+    script_for: Callable[[RequestT], FakeScript] = field(default=lambda _r: FakeScript())
+    requests: list[RequestT] = field(default_factory=list)
+    _stops: dict[str, asyncio.Event] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def _launch(self, req: RequestT, coro_fn: Callable[[RequestT, FakeScript, asyncio.Event],
+                                                       object]) -> None:
+        script = self.script_for(req)
+        if script.refuse:
+            raise BackendError("Insufficient voice ports.")
+        self.requests.append(req)
+        stop = asyncio.Event()
+        self._stops[req.session_id] = stop
+        task: asyncio.Task[None] = asyncio.create_task(coro_fn(req, script, stop))  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start_callback(self, req: CallbackRequest) -> None:
+        self._launch(req, self._callback)  # type: ignore[arg-type]
+
+    async def start_notification(self, req: NotificationRequest) -> None:
+        self._launch(req, self._playback)  # type: ignore[arg-type]
+
+    async def start_verification(self, req: VerificationRequest) -> None:
+        self._launch(req, self._playback)  # type: ignore[arg-type]
+
+    async def stop_call(self, session_id: str) -> bool:
+        ev = self._stops.get(session_id)
+        if ev is None or ev.is_set():
+            return False
+        ev.set()
+        return True
+
+    async def hang_up_all(self) -> None:
+        """Stop every call in progress (as callStop would) and wait for their events."""
+        for ev in list(self._stops.values()):
+            ev.set()
+        await self.drain()
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- scenarios -----------------------------------------------------------------------------
+
+    @staticmethod
+    async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+        """Sleep; True if the call was stopped meanwhile."""
+        try:
+            await asyncio.wait_for(stop.wait(), seconds)
+            return True
+        except TimeoutError:
+            return False
+
+    def _leg(self, sid: str, leg: Leg, kind: LegEventKind, **kw: object) -> float:
+        now = time.time()
+        self.bus.emit(LegEvent(session_id=sid, leg=leg, kind=kind, timestamp=now, **kw))  # type: ignore[arg-type]
+        return now
+
+    def _end(self, sid: str, script: FakeScript, **kw: object) -> None:
+        self._stops.pop(sid, None)
+        end = script.end_at if script.end_at is not None else time.time()
+        self.bus.emit(CallEnded(session_id=sid, end_time=end, **kw))  # type: ignore[arg-type]
+
+    async def _callback(self, req: CallbackRequest, s: FakeScript, stop: asyncio.Event) -> None:
+        sid = req.session_id
+        a_start = self._leg(sid, Leg.A, LegEventKind.CALLOUT)
+        stopped = await self._wait(stop, s.ring_s)
+        a_alert = self._leg(sid, Leg.A, LegEventKind.ALERTING)
+        if not s.a_answers or stopped:
+            code = 8017 if stopped else 8107
+            t = self._leg(sid, Leg.A, LegEventKind.DISCONNECT, state_code=code, q850=19)
+            self._end(sid, s, a=LegTimes(a_start, a_alert, None, t, 19, 480),
+                      state_code=code, ul_fail_reason=514, sip_status_code=480, fail_time=t)
+            return
+        a_ans = self._leg(sid, Leg.A, LegEventKind.ANSWER)
+        b_start = self._leg(sid, Leg.B, LegEventKind.CALLOUT)
+        stopped = await self._wait(stop, s.ring_s)
+        b_alert = self._leg(sid, Leg.B, LegEventKind.ALERTING)
+        if not s.b_answers or stopped:
+            code = 8017 if stopped else 8101
+            t = self._leg(sid, Leg.B, LegEventKind.DISCONNECT, state_code=code, q850=19)
+            self._leg(sid, Leg.A, LegEventKind.DISCONNECT, state_code=code)
+            self._end(sid, s, a=LegTimes(a_start, a_alert, a_ans, t),
+                      b=LegTimes(b_start, b_alert, None, t, 19, 480), state_code=code,
+                      ul_fail_reason=514, sip_status_code=480, fail_time=t)
+            return
+        b_ans = self._leg(sid, Leg.B, LegEventKind.ANSWER)
+        rec_start = time.time()
+        stopped = await self._wait(stop, s.talk_s)
+        code = 8017 if stopped else 0
+        party = PartyType.CALLER
+        t = self._leg(sid, Leg.A, LegEventKind.DISCONNECT, state_code=code, party_type=party)
+        self._leg(sid, Leg.B, LegEventKind.DISCONNECT, state_code=code, party_type=party)
+        duration = s.record_duration_s if s.record_duration_s is not None else t - b_ans
+        if req.record and req.record_path:
+            frames = max(160, int(min(duration, 5.0) * 8000))
+            soundfile.write(req.record_path, np.zeros(frames, dtype=np.int16), 8000,
+                            format="WAV", subtype="ALAW")
+        self._end(sid, s, a=LegTimes(a_start, a_alert, a_ans, t),
+                  b=LegTimes(b_start, b_alert, b_ans, t), state_code=code, party_type=party,
+                  record_start=rec_start if req.record else None,
+                  recording_path=req.record_path if req.record else None,
+                  recording_duration_s=duration if req.record else 0.0)
+
+    async def _playback(self, req: NotificationRequest | VerificationRequest, s: FakeScript,
+                        stop: asyncio.Event) -> None:
+        sid = req.session_id
+        a_start = self._leg(sid, Leg.A, LegEventKind.CALLOUT)
+        stopped = await self._wait(stop, s.ring_s)
+        a_alert = self._leg(sid, Leg.A, LegEventKind.ALERTING)
+        if not s.a_answers or stopped:
+            code = 8017 if stopped else 8101
+            t = self._leg(sid, Leg.A, LegEventKind.DISCONNECT, state_code=code, q850=19)
+            self._end(sid, s, a=LegTimes(a_start, a_alert, None, t, 19, 480), state_code=code,
+                      ul_fail_reason=514, sip_status_code=480, fail_time=t)
+            return
+        a_ans = self._leg(sid, Leg.A, LegEventKind.ANSWER)
+        stopped = await self._wait(stop, s.talk_s)
+        tts = 0
+        if isinstance(req, NotificationRequest):
+            for item in req.items:
+                tts += 1 if item.tts_text else 0
+                if item.collect_digits and not stopped:
+                    self.bus.emit(CollectInfo(sid, s.digits[: item.collect_digits], time.time()))
+        else:
+            tts = max(1, req.times)
+        code = 8017 if stopped else 0
+        t = self._leg(sid, Leg.A, LegEventKind.DISCONNECT, state_code=code)
+        self._end(sid, s, a=LegTimes(a_start, a_alert, a_ans, t), state_code=code,
+                  tts_play_times=tts, tts_trans_duration_s=0.2 * tts)

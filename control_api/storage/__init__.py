@@ -1,0 +1,1 @@
+"""Storage: one SQL layer over SQLite (default) and PostgreSQL (cluster)."""

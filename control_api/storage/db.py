@@ -1,0 +1,92 @@
+"""Engine set-up and the schema migration runner.
+
+Why a small versioned runner instead of alembic: the schema is owned by this one package, must
+be applied automatically by every node at start (several nodes may start at once against one
+PostgreSQL) and must work identically on SQLite. The runner keeps an ordered list of
+``(version, step)``; each pending step runs in its own transaction together with the
+``schema_version`` row, under a PostgreSQL advisory lock (SQLite: the database write lock), so
+concurrent starters apply each step exactly once. Alembic's env.py/ini/script directory
+machinery would add packaging and configuration without buying anything here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+from sqlalchemy import Connection, event, insert, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from control_api.storage import schema
+
+log = structlog.get_logger("voicecall.storage")
+
+_ADVISORY_LOCK_KEY = 0x766F6963  # "voic"
+
+
+def _v1(conn: Connection) -> None:
+    schema.metadata.create_all(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1),)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Database:
+    """One engine per process. ``dialect`` is ``"sqlite"`` or ``"postgresql"``."""
+
+    def __init__(self, url: str) -> None:
+        u = make_url(url)
+        if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        self.dialect = u.get_backend_name()
+        kwargs: dict[str, object] = {}
+        if self.dialect == "postgresql":
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    async def migrate(self) -> int:
+        """Apply pending migrations; returns the resulting schema version."""
+        async with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(text(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_KEY})"))
+            else:
+                # take SQLite's write lock before reading the version (BEGIN IMMEDIATE equivalent)
+                await conn.execute(text("CREATE TABLE IF NOT EXISTS _migrate_lock (x INTEGER)"))
+            has = await conn.run_sync(lambda c: inspect(c).has_table("schema_version"))
+            current = 0
+            if has:
+                row = (await conn.execute(
+                    select(schema.schema_version.c.version)
+                    .order_by(schema.schema_version.c.version.desc()).limit(1)
+                )).first()
+                current = int(row[0]) if row else 0
+            for version, step in MIGRATIONS:
+                if version <= current:
+                    continue
+                await conn.run_sync(step)
+                await conn.execute(insert(schema.schema_version).values(
+                    version=version, applied_at=_now_ms()))
+                log.info("migrated", version=version)
+                current = version
+        return current
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
+    cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
