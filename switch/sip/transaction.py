@@ -254,6 +254,11 @@ class _Machine:
         self.reliable = reliable
         self._armed: dict[Timer, float] = {}
 
+    def __repr__(self) -> str:
+        req = getattr(self, "request", None)
+        what = f"{req.method} {getattr(self, 'branch', None)}" if req is not None else ""
+        return f"<{type(self).__name__} {what} {self.state}>"
+
     @property
     def armed_timers(self) -> dict[Timer, float]:
         return dict(self._armed)

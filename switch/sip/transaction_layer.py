@@ -1,7 +1,8 @@
 """The transaction layer (RFC 3261 §17): owns every transaction and one timer heap, matches
 incoming messages to transactions (§17.1.3, §17.2.3 incl. RFC 2543 fallback), detects merged
-requests (§8.2.2.2), answers CANCEL (§9.2) and retransmits 2xx to INVITE until the ACK
-(§13.3.1.4), all sans-I/O.
+requests (§8.2.2.2), answers CANCEL (§9.2) and — only when built with
+``retransmit_2xx=True`` — retransmits 2xx to INVITE until the ACK (§13.3.1.4; by default
+that stays the TU's job, e.g. ``InviteSession``), all sans-I/O.
 
 Every input method takes ``now`` and returns a list of :data:`LayerEvent` for the adapter to
 carry out in order: send the :class:`OutgoingMessage`, hand the rest to the TU. The adapter
@@ -238,6 +239,22 @@ def _default_tag() -> str:
 # -------------------------------------------------------------------------------- layer
 
 
+@dataclass(slots=True)
+class LayerCounters:
+    """Monotonic counters for metrics (the adapter exports them)."""
+
+    client_transactions: int = 0  # started
+    server_transactions: int = 0  # created by a new request
+    retransmissions_absorbed: int = 0  # requests matched to a live server transaction
+    stray_responses: int = 0
+    merged_requests: int = 0  # answered 482 (§8.2.2.2)
+    cancels: int = 0  # CANCELs answered (200 or 481)
+    overload_rejections: int = 0  # stateless 503 past max_server_transactions
+    timeouts: int = 0  # Timer B/F/H and the CANCEL guard
+    transport_failures: int = 0
+    dropped: int = 0  # messages unusable for matching
+
+
 class TransactionLayer:
     """All transactions of one SIP stack. See the module docstring."""
 
@@ -246,7 +263,7 @@ class TransactionLayer:
         settings: TimerSettings | None = None,
         *,
         send_trying: bool = True,
-        retransmit_2xx: bool = True,
+        retransmit_2xx: bool = False,
         max_server_transactions: int = 100_000,
         tag_factory: Callable[[], str] = _default_tag,
     ) -> None:
@@ -262,6 +279,7 @@ class TransactionLayer:
         self._retransmitters: dict[tuple[str, int, str | None], Invite2xxRetransmitter] = {}
         self._internal_cancels: set[ClientNonInviteTransaction] = set()
         self._timers = TimerHeap()
+        self.counters = LayerCounters()
 
     # --------------------------------------------------------------------- inspection
     @property
@@ -309,6 +327,9 @@ class TransactionLayer:
         else:
             txn = ClientNonInviteTransaction(req, peer, self.settings)
         self._clients[key] = txn
+        self.counters.client_transactions += 1
+        log.debug("client transaction", method=req.method, branch=key[0], peer=str(peer),
+                  call_id=req.call_id)
         out: list[LayerEvent] = []
         self._apply(txn, txn.start(now), now, out)
         return txn, out
@@ -325,9 +346,9 @@ class TransactionLayer:
         self, txn_or_req: ServerTransaction | Request | object, resp: Response, now: float
     ) -> list[LayerEvent]:
         """Send the TU's response through its server transaction (given directly or as
-        the request it answers). A 2xx to INVITE also starts the §13.3.1.4 retransmitter
-        (unless ``retransmit_2xx=False``). Responses for unknown/terminated transactions
-        are dropped with a log line."""
+        the request it answers). With ``retransmit_2xx=True`` a 2xx to INVITE also starts
+        the §13.3.1.4 retransmitter (stopped by the ACK, ``AckNotReceived`` after 64*T1).
+        Responses for unknown/terminated transactions are dropped with a log line."""
         out: list[LayerEvent] = []
         txn: ServerTransaction | None
         if isinstance(txn_or_req, Request):
@@ -359,7 +380,9 @@ class TransactionLayer:
             else:
                 self._receive_request(msg, source, now, out)
         except ValueError as e:  # SipParseError included: a header the matcher needs
-            log.info("message dropped: unusable for transaction matching", error=str(e))
+            self.counters.dropped += 1
+            log.info("message dropped: unusable for transaction matching", error=str(e),
+                     source=str(source))
         return out
 
     def _receive_response(
@@ -367,6 +390,9 @@ class TransactionLayer:
     ) -> None:
         txn = self._clients.get(client_key_for_response(resp))
         if txn is None or txn.terminated:
+            self.counters.stray_responses += 1
+            log.debug("stray response", status=resp.status, method=resp.cseq.method,
+                      call_id=resp.call_id, source=str(source))
             out.append(StrayResponse(resp, source))
             return
         self._apply(txn, txn.receive(resp, now), now, out)
@@ -381,12 +407,16 @@ class TransactionLayer:
         txn = self._servers.get(key)
         if txn is not None:
             # A retransmission: the transaction absorbs it or resends its last response.
+            self.counters.retransmissions_absorbed += 1
             self._apply(txn, txn.receive(req, now), now, out)
             return
         if req.method == "CANCEL":
             self._receive_cancel(req, key, source, now, out)
             return
         if len(self._servers) >= self.max_server_transactions:
+            self.counters.overload_rejections += 1
+            log.warning("server transaction limit reached: 503", method=req.method,
+                        call_id=req.call_id, limit=self.max_server_transactions)
             self._reject_stateless(req, source, 503, "Service Unavailable", out,
                                    headers=(("Retry-After", "5"),))
             return
@@ -398,12 +428,16 @@ class TransactionLayer:
         merged = req.to.tag is None and self._merge.get(_merge_key(req)) is not None
         self._register_server(new, key, req)
         if merged:
+            self.counters.merged_requests += 1
+            log.info("merged request: 482", method=req.method, call_id=req.call_id,
+                     branch=req.top_via.branch, source=str(source))
             # §8.2.2.2: same From tag, Call-ID and CSeq as a request already being handled,
             # arriving by another path (fork merge): 482 through a transaction of its own so
             # its retransmissions are absorbed; the TU never sees it.
             resp = make_response(req, 482, "Loop Detected", to_tag=self.tag_factory())
             self._apply(new, new.send_response(resp, now), now, out)
             return
+        self.counters.server_transactions += 1
         self._apply(new, new.start(now), now, out)
 
     def _receive_ack(self, ack: Request, source: Peer, now: float, out: list[LayerEvent]) -> None:
@@ -443,6 +477,9 @@ class TransactionLayer:
         ist = target if isinstance(target, ServerInviteTransaction) else None
         txn = ServerNonInviteTransaction(cancel, source, self.settings)
         self._register_server(txn, key, cancel)
+        self.counters.cancels += 1
+        log.info("CANCEL", matched=ist is not None and not ist.terminated,
+                 state=str(ist.state) if ist is not None else None, call_id=cancel.call_id)
         if ist is None or ist.terminated:
             resp = make_response(cancel, 481, "Call/Transaction Does Not Exist",
                                  to_tag=self.tag_factory())
@@ -571,8 +608,12 @@ class TransactionLayer:
                     if isinstance(eff, TransportFailed)
                     else _TIMEOUT_REASON.get(eff.kind, FailureReason.TIMER_B)
                 )
+                if reason is FailureReason.TRANSPORT:
+                    self.counters.transport_failures += 1
+                else:
+                    self.counters.timeouts += 1
                 log.info("transaction failed", reason=str(reason), method=txn.request.method,
-                         call_id=txn.request.call_id)
+                         call_id=txn.request.call_id, peer=str(txn.peer))
                 if isinstance(txn, ClientInviteTransaction | ClientNonInviteTransaction):
                     if not internal:
                         out.append(TransactionTimedOut(txn, reason))
@@ -639,6 +680,7 @@ __all__ = [
     "ClientInviteState",
     "ClientTransactionRef",
     "FailureReason",
+    "LayerCounters",
     "LayerEvent",
     "NewRequest",
     "OutgoingMessage",

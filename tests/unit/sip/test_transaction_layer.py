@@ -46,7 +46,7 @@ from tests.unit.sip.test_transaction_support import (
 
 def _layer() -> TransactionLayer:
     tags = iter(f"tag{i}" for i in range(1000))
-    return TransactionLayer(TimerSettings(), tag_factory=lambda: next(tags))
+    return TransactionLayer(TimerSettings(), retransmit_2xx=True, tag_factory=lambda: next(tags))
 
 
 def sent(events: list[LayerEvent]) -> list[str]:
@@ -264,11 +264,14 @@ def test_a_second_2xx_from_the_tu_does_not_start_a_second_retransmitter() -> Non
     assert layer.pending_2xx == 1
 
 
-def test_2xx_retransmitter_can_be_disabled() -> None:
-    layer = TransactionLayer(retransmit_2xx=False)
+def test_2xx_retransmission_is_left_to_the_tu_unless_asked_for() -> None:
+    """§13.3.1.4 makes it the UAS core's job; the layer only does it on request."""
+    layer = TransactionLayer()
     txn, _ = new_server(layer, request("INVITE"))
     layer.send_response(txn, make_response(txn.request, 200, to_tag="uas"), 0.0)
     assert layer.pending_2xx == 0
+    log = run_until(layer, 100.0)
+    assert [e for _, e in log] == [TransactionTerminated(txn)]  # only Timer L
 
 
 # ========================================================================= CANCEL
@@ -622,6 +625,21 @@ def test_a_request_without_the_headers_matching_needs_is_dropped_not_raised() ->
     assert layer.receive(broken, UAC, 0.0) == []
     resp = response_to(request("OPTIONS"), 200)
     assert layer.receive(Response(200, "OK", resp.headers.remove("CSeq")), UAS, 0.0) == []
+
+
+def test_counters_follow_what_happened() -> None:
+    layer = _layer()
+    inv = request("INVITE")
+    new_server(layer, inv)
+    receive(layer, inv, UAC, 0.1)
+    receive(layer, request("INVITE", branch="z9hG4bK-other"), UAC, 0.2)  # merged
+    receive(layer, _cancel_for(inv), UAC, 0.3)
+    receive(layer, response_to(request("OPTIONS", branch="z9hG4bK-z"), 200), UAS, 0.4)
+    c = layer.counters
+    assert (c.server_transactions, c.retransmissions_absorbed, c.merged_requests,
+            c.cancels, c.stray_responses) == (1, 1, 1, 1, 1)
+    assert "ServerInviteTransaction INVITE z9hG4bK-1 Proceeding" in repr(
+        layer.server_transactions[0])
 
 
 def test_advance_before_any_deadline_does_nothing() -> None:

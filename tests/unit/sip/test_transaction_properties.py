@@ -192,7 +192,7 @@ layer_event = st.one_of(
 def test_layer_never_raises_and_empties(
     script: list[tuple[float, tuple[str, object, int, int]]]
 ) -> None:
-    layer = TransactionLayer(S)
+    layer = TransactionLayer(S, retransmit_2xx=True)
     now = 0.0
     servers: list[ServerInviteTransaction | ServerNonInviteTransaction] = []
     clients: list[ClientInviteTransaction | ClientNonInviteTransaction] = []
