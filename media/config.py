@@ -12,6 +12,12 @@ class MediaConfig(BaseModel):
     codecs: tuple[str, ...] = ("PCMA", "PCMU")
     ptime: int = 20
     tts_voice: str = "cmn"  # espeak-ng voice for languageType 2; "en" is used for languageType 1
+    tts_voice_en: str = "en"  # espeak-ng voice for languageType 1
+    tts_timeout_s: float = 20.0  # bound on each espeak-ng / sox run
+    rtp_timeout_s: float = 30.0  # "media_timeout" after this long without RTP (0 = off)
+    inband_dtmf: bool = True  # Goertzel detection when the peer negotiated no telephone-event
+    prompt_gap_ms: int = 300  # silence between items of a prompt sequence and loop rounds
+    record_min_s: float = 3.0  # REC-3: shorter recordings are deleted
 
     @field_validator("rtp_ports")
     @classmethod

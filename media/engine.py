@@ -1,0 +1,258 @@
+"""The media engine of one node: port pool, the shared 20 ms clock, endpoints, bridges,
+recorders, prompts and TTS. This is the only object the switch needs.
+
+Public API (what issue A/C wires into the B2BUA)::
+
+    engine = MediaEngine(config.media, bind_ip="0.0.0.0", advertise_ip="203.0.113.5",
+                         data_dir=Path("./data"))
+    await engine.start()                  # starts the clock, renders default prompts (cached)
+    ep = await engine.open_endpoint(call_id=cid, leg="a")   # RTP+RTCP port pair
+    offer = ep.create_offer()             # or: answer = ep.answer_offer(remote_sdp)
+    ep.apply_answer(remote_sdp)           # SdpError -> the switch answers/acts 488
+    ep.events.on("media_started", ...); ep.events.on("dtmf", ...)
+    pb = ep.play([engine.default_prompt("preVoice")]); await pb
+    digits = await ep.collect_digits(4, first_digit_timeout=5.0)
+    br = engine.bridge(ep_a, ep_b, early_media=False); br.stop()
+    rec = engine.record(ep_a, ep_b, path); result = await rec.stop()
+    wav = await engine.tts("您的验证码为${NUM_6}", ["123456"], language=2)
+    await ep.close(); await engine.stop()
+
+Errors: :class:`~media.errors.SdpError` (488), :class:`~media.errors.PlayFileError`,
+:class:`~media.errors.TemplateError`, :class:`~media.errors.TtsError`,
+:class:`~media.errors.PortPoolExhausted`.
+
+Design notes: one ``loop.call_at`` clock for the node (see :mod:`media.clock`), raw
+non-blocking UDP sockets read with ``loop.add_reader`` in batches (no protocol object or
+task per stream), connected after latching. Works on the default loop and on uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from media.bridge import Bridge
+from media.clock import MediaClock
+from media.config import MediaConfig
+from media.endpoint import MediaEndpoint
+from media.errors import PlayFileError, PortPoolExhausted
+from media.prompt import load_alaw
+from media.prompts import DEFAULT_PROMPT_NAMES, ensure_default_prompts
+from media.recorder import Recorder
+from media.tts import TtsRenderer
+
+log = structlog.get_logger("media.engine")
+
+RECORDER_FLUSH_TICKS = 25  # each recorder is mixed and written every 0.5 s
+PROMPT_CACHE_ENTRIES = 512
+SOCKET_BUFFER = 1 << 18
+
+
+class PortPool:
+    """Even RTP ports of ``[lo, hi]`` whose odd neighbour (RTCP) is also in range."""
+
+    def __init__(self, lo: int, hi: int) -> None:
+        start = lo + (lo & 1)
+        self._free: deque[int] = deque(range(start, hi, 2))
+        self._used: set[int] = set()
+        self.size = len(self._free)
+
+    def acquire(self) -> int:
+        if not self._free:
+            raise PortPoolExhausted("no free RTP port pair in [media] rtp_ports")
+        p = self._free.popleft()
+        self._used.add(p)
+        return p
+
+    def release(self, port: int) -> None:
+        if port in self._used:
+            self._used.discard(port)
+            self._free.append(port)  # FIFO: a port is reused as late as possible
+
+    @property
+    def in_use(self) -> int:
+        return len(self._used)
+
+
+class MediaEngine:
+    """One per node; owns the port pool, the shared 20 ms clock and every RTP socket."""
+
+    def __init__(self, config: MediaConfig, *, bind_ip: str, advertise_ip: str,
+                 data_dir: Path) -> None:
+        self.config = config
+        self.bind_ip = bind_ip
+        self.advertise_ip = advertise_ip
+        self.data_dir = Path(data_dir)
+        self._ports = PortPool(*config.port_range)
+        self._endpoints: dict[int, MediaEndpoint] = {}
+        self._recorder_slots: list[set[Recorder]] = [set() for _ in range(RECORDER_FLUSH_TICKS)]
+        self._recorders: dict[int, tuple[Recorder, MediaEndpoint, MediaEndpoint]] = {}
+        self._prompt_cache: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+        self._default_prompts: dict[str, Path] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: MediaClock | None = None
+        self._tts = TtsRenderer(self.data_dir / "tts", config)
+        self._started = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("MediaEngine.start() has not been awaited")
+        return self._loop
+
+    @property
+    def clock(self) -> MediaClock:
+        if self._clock is None:
+            raise RuntimeError("MediaEngine.start() has not been awaited")
+        return self._clock
+
+    async def start(self, *, default_prompts: bool = True) -> None:
+        """Start the clock; render the default prompts into ``data_dir/prompts`` unless
+        already cached (``default_prompts=False`` skips that, e.g. in benchmarks)."""
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._clock = MediaClock(self._loop)  # 20 ms frames whatever the SDP ptime
+        self._clock.every(1, self._flush_recorders)
+        self._clock.every(50, self._housekeeping)
+        self._clock.start()
+        self._started = True
+        if default_prompts:
+            self._default_prompts = await ensure_default_prompts(
+                self.data_dir / "prompts" / "default", self._tts
+            )
+        log.info("media_started", bind_ip=self.bind_ip, advertise_ip=self.advertise_ip,
+                 ports=self.config.rtp_ports, port_pairs=self._ports.size)
+
+    async def stop(self) -> None:
+        """Close every endpoint (RTCP BYE), finish recordings, stop the clock."""
+        for rec, _, _ in list(self._recorders.values()):
+            await rec.stop()
+        for ep in list(self._endpoints.values()):
+            await ep.close()
+        if self._clock is not None:
+            self._clock.stop()
+        self._started = False
+        log.info("media_stopped")
+
+    # --- endpoints ------------------------------------------------------------------------
+
+    def _bind_pair(self, port: int) -> tuple[socket.socket, socket.socket]:
+        socks: list[socket.socket] = []
+        try:
+            for p in (port, port + 1):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.setblocking(False)
+                with contextlib.suppress(OSError):
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+                s.bind((self.bind_ip, p))
+        except OSError:
+            for s in socks:
+                s.close()
+            raise
+        return socks[0], socks[1]
+
+    async def open_endpoint(self, *, call_id: str, leg: str) -> MediaEndpoint:
+        """Allocate an RTP/RTCP port pair and return an endpoint ready for SDP."""
+        self.loop  # noqa: B018 - raises when not started
+        for _ in range(min(self._ports.size, 256)):
+            port = self._ports.acquire()
+            try:
+                rtp, rtcp = self._bind_pair(port)
+            except OSError:
+                self._ports.release(port)  # taken by another program: try the next pair
+                continue
+            ep = MediaEndpoint(self, call_id=call_id, leg=leg, port=port, rtp_sock=rtp,
+                               rtcp_sock=rtcp)
+            self._endpoints[port] = ep
+            return ep
+        raise PortPoolExhausted("no bindable RTP port pair in [media] rtp_ports")
+
+    def _release(self, ep: MediaEndpoint) -> None:
+        if self._endpoints.get(ep.port) is ep:
+            del self._endpoints[ep.port]
+            self._ports.release(ep.port)
+
+    @property
+    def endpoints(self) -> int:
+        return len(self._endpoints)
+
+    def bridge(self, a: MediaEndpoint, b: MediaEndpoint, *, early_media: bool = False
+               ) -> Bridge:
+        """Relay a ↔ b (only b → a while ``early_media`` until ``Bridge.connect()``)."""
+        return Bridge(a, b, early_media=early_media)
+
+    # --- recording ------------------------------------------------------------------------
+
+    def record(self, a: MediaEndpoint, b: MediaEndpoint, path: Path) -> Recorder:
+        """Record what a and b send, mixed into one A-law WAV at ``path`` (REC-2). The file
+        is written incrementally; ``await rec.stop()`` finalises it (REC-3: deleted when
+        shorter than ``[media] record_min_s``)."""
+        rec = Recorder(Path(path), self.loop.time(), min_duration_s=self.config.record_min_s,
+                       time_fn=self.loop.time, detach=self._detach_recorder)
+        a._recorders.append((rec, 0))
+        b._recorders.append((rec, 1))
+        self._recorders[id(rec)] = (rec, a, b)
+        self._recorder_slots[id(rec) % RECORDER_FLUSH_TICKS].add(rec)
+        return rec
+
+    def _detach_recorder(self, rec: Recorder) -> None:
+        entry = self._recorders.pop(id(rec), None)
+        self._recorder_slots[id(rec) % RECORDER_FLUSH_TICKS].discard(rec)
+        if entry is not None:
+            for ep in entry[1:]:
+                ep._recorders[:] = [(r, d) for r, d in ep._recorders if r is not rec]
+
+    def _flush_recorders(self, tick: int, now: float) -> None:
+        for rec in list(self._recorder_slots[tick % RECORDER_FLUSH_TICKS]):
+            rec.flush(now)
+
+    def _housekeeping(self, tick: int, now: float) -> None:
+        for ep in list(self._endpoints.values()):
+            ep.housekeeping(tick, now)
+
+    # --- prompts and TTS ------------------------------------------------------------------
+
+    def load_prompt(self, path: Path) -> bytes:
+        """A-law samples of a prompt file, cached by (path, mtime, size)."""
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise PlayFileError(f"{path.name} does not exist or cannot be read") from e
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        data = self._prompt_cache.get(key)
+        if data is None:
+            data = load_alaw(path.read_bytes())
+            self._prompt_cache[key] = data
+            if len(self._prompt_cache) > PROMPT_CACHE_ENTRIES:
+                self._prompt_cache.popitem(last=False)
+        else:
+            self._prompt_cache.move_to_end(key)
+        return data
+
+    def default_prompt(self, name: str) -> Path:
+        """Path of a shipped default prompt: ``"preVoice"``, ``"lastMinVoice"``,
+        ``"recordHintTone"`` or ``"waitVoice"`` (PR-DEFAULT). Raises KeyError for other
+        names and RuntimeError before ``start()`` rendered them."""
+        if name not in DEFAULT_PROMPT_NAMES:
+            raise KeyError(f"unknown default prompt {name!r}; known: {DEFAULT_PROMPT_NAMES}")
+        if name not in self._default_prompts:
+            raise RuntimeError("default prompts are rendered by MediaEngine.start()")
+        return self._default_prompts[name]
+
+    async def tts(self, text_or_template: str, params: Sequence[str] | None = None,
+                  language: int = 2) -> Path:
+        """Render a template (``${NUM_n}``…) filled with ``params`` — or plain text when
+        ``params`` is empty and the text has no variables — to a cached A-law WAV.
+        ``language``: 2 = Mandarin (espeak-ng ``cmn``), 1 = English. Raises TemplateError
+        for bad templates/parameters and TtsError when espeak-ng/sox fail or time out."""
+        return await self._tts.render(text_or_template, list(params or ()), language)
