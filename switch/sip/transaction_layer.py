@@ -383,6 +383,10 @@ class TransactionLayer:
             self.counters.dropped += 1
             log.info("message dropped: unusable for transaction matching", error=str(e),
                      source=str(source))
+        except Exception:
+            # Network input must never take the stack down; a bug here is logged loudly.
+            self.counters.dropped += 1
+            log.exception("message dropped: transaction layer error", source=str(source))
         return out
 
     def _receive_response(
@@ -410,15 +414,20 @@ class TransactionLayer:
             self.counters.retransmissions_absorbed += 1
             self._apply(txn, txn.receive(req, now), now, out)
             return
-        if req.method == "CANCEL":
-            self._receive_cancel(req, key, source, now, out)
-            return
-        if len(self._servers) >= self.max_server_transactions:
+        if len(self._servers) >= self.max_server_transactions and not (
+            # A CANCEL of a live INVITE is still honoured: it frees resources, and there
+            # can be only one per INVITE (it shares the INVITE's branch and sent-by).
+            req.method == "CANCEL"
+            and self._servers.get(server_key(req, method="INVITE")) is not None
+        ):
             self.counters.overload_rejections += 1
             log.warning("server transaction limit reached: 503", method=req.method,
                         call_id=req.call_id, limit=self.max_server_transactions)
             self._reject_stateless(req, source, 503, "Service Unavailable", out,
                                    headers=(("Retry-After", "5"),))
+            return
+        if req.method == "CANCEL":
+            self._receive_cancel(req, key, source, now, out)
             return
         new: ServerTransaction
         if req.method == "INVITE":

@@ -647,3 +647,13 @@ def test_advance_before_any_deadline_does_nothing() -> None:
     layer.send_request(_invite_out(), UAS, 0.0)
     assert layer.advance(0.49) == []
     assert sent(layer.advance(0.5)) == ["INVITE"]
+
+
+def test_overload_still_honours_the_cancel_of_a_live_invite_but_no_other() -> None:
+    layer = TransactionLayer(max_server_transactions=1)
+    inv = request("INVITE")
+    new_server(layer, inv)
+    stray = request("CANCEL", branch="z9hG4bK-nothing", call_id="x")
+    assert sent(receive(layer, stray, UAC, 0.1)) == ["503"]
+    events = receive(layer, _cancel_for(inv), UAC, 0.2)
+    assert sent(events) == ["200"] and "CancelReceived" in kinds(events)
