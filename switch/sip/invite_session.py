@@ -1160,7 +1160,7 @@ class InviteSession:
             self._emit(SendResponse(txn, make_response(
                 req, 481, "No Matching Provisional Response")))
             return
-        self._stop_reliable()
+        self._stop_reliable(keep_queue=True)
         body = b""
         # An offer in a PRACK is not supported (it would need the answer in the 200).
         if req.body and self.oa.state is OfferState.LOCAL_OFFER_SENT:
@@ -1830,12 +1830,13 @@ class InviteSession:
             return 2.1 + self._rng.randint(0, 190) / 100.0
         return self._rng.randint(0, 200) / 100.0
 
-    def _stop_reliable(self) -> None:
+    def _stop_reliable(self, *, keep_queue: bool = False) -> None:
         if self._rel is not None:
             self._rel = None
             self._cancel(TimerKey.RETRANSMIT_1XX)
             self._cancel(TimerKey.PRACK_WAIT)
-        self._rel_queue.clear()
+        if not keep_queue:
+            self._rel_queue.clear()
 
     def _final_event(self, ev: Failed | Ended) -> None:
         if not self._terminal_sent:

@@ -225,7 +225,10 @@ class Net:
 
         def run() -> None:
             dst.received.append(msg)
-            if dst.session is None:
+            fresh_invite = msg.method == "INVITE" and msg.to.tag is None
+            if dst.session is None or (fresh_invite and dst.s.terminated):
+                # out of dialog: the adapter would make a new UAS session (a retry after
+                # 422, say); anything else for an unknown session is dropped here
                 if msg.method != "INVITE" or txn is None:
                     return
                 self.b_txns.append(txn)
