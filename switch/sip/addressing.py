@@ -169,9 +169,11 @@ def request_destination(uri: SipUri) -> Peer:
     """Next hop of a request sent to ``uri`` (the Request-URI, or the first Route URI when
     a route set is present): ``maddr`` over the host, ``transport`` param (``sips:`` means
     TLS), default port 5060 / 5061. Host names are returned as they are (no DNS here)."""
+    scheme = uri.scheme.lower()
+    if scheme not in ("sip", "sips") or not uri.host:
+        raise ValueError(f"cannot route to {uri} (needs a sip:/sips: URI with a host)")
     params = tuple(uri.params)
     has_t, transport = _get_param(params, "transport")
-    scheme = uri.scheme.lower()
     t = (transport or "").lower() if has_t else ""
     if scheme == "sips":
         t = "tls"

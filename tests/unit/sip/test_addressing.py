@@ -139,6 +139,12 @@ def test_request_destination_rejects_unknown_transports() -> None:
         request_destination(parse_uri("sip:bob@192.0.2.4;transport=sctp"))
 
 
+@pytest.mark.parametrize("uri", ["tel:+4930123456", "mailto:bob@example.com"])
+def test_request_destination_needs_a_sip_uri_with_a_host(uri: str) -> None:
+    with pytest.raises(ValueError, match="cannot route"):
+        request_destination(parse_uri(uri))
+
+
 def test_next_hop_is_the_first_route_else_the_request_uri() -> None:
     routed = request("INVITE", routes=("<sip:192.0.2.50;lr>", "<sip:192.0.2.51;lr>"))
     assert str(next_hop_uri(routed)) == "sip:192.0.2.50;lr"
