@@ -92,6 +92,25 @@ class BillingConfig(_Section):
     number_rent_per_month: float = Field(default=30, ge=0)
 
 
+class LogConfig(_Section):
+    level: str = "info"
+    format: str = "console"    # "console" (human) or "json" (one object per line)
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("level must be debug, info, warning or error")
+        return v.lower()
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if v not in ("console", "json"):
+            raise ValueError("format must be 'console' or 'json'")
+        return v
+
+
 class AccountConfig(_Section):
     id: str
     name: str = ""
@@ -157,6 +176,7 @@ class Config(_Section):
     webhooks: WebhooksConfig = WebhooksConfig()
     auth: AuthConfig = AuthConfig()
     billing: BillingConfig = BillingConfig()
+    log: LogConfig = LogConfig()
     gateways: tuple[GatewayConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
     users: tuple[UserConfig, ...] = ()
@@ -182,7 +202,7 @@ class Config(_Section):
         return self
 
 
-_TABLES = ("node", "sip", "media", "api", "storage", "webhooks", "auth", "billing")
+_TABLES = ("node", "sip", "media", "api", "storage", "webhooks", "auth", "billing", "log")
 _ARRAYS = ("gateways", "routes", "users", "accounts", "apps", "numbers", "play_files", "templates")
 
 # Sections whose features have not landed yet: parsed and validated, then ignored with a warning.

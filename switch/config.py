@@ -79,6 +79,10 @@ class SipConfig(_Section):
     min_se_s: int = Field(90, ge=90, le=86_400)
     trace_calls: int = Field(200, ge=0, le=100_000)  # per-call SIP traces kept in memory
     no_answer_timeout_s: int = Field(60, ge=1, le=600)  # ringing time before CANCEL (Timer C-like)
+    # Digest algorithms challenged, in header order. SIPp 3.6 and baresip 1.0 answer only
+    # the first challenge and only MD5, so MD5 leads by default; clients that implement
+    # RFC 8760 pick SHA-256 whatever the order.
+    digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
 
     @field_validator("listen")
     @classmethod
@@ -94,6 +98,13 @@ class SipConfig(_Section):
     def _advertise(cls, v: str) -> str:
         if not v or not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+", v):
             raise ValueError("advertise must be an IP address or host name")
+        return v
+
+    @field_validator("digest_algorithms")
+    @classmethod
+    def _algs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or any(a not in ("MD5", "SHA-256") for a in v) or len(set(v)) != len(v):
+            raise ValueError("digest_algorithms: a non-empty list of 'MD5' and/or 'SHA-256'")
         return v
 
     @model_validator(mode="after")

@@ -1,0 +1,248 @@
+"""The SIP stack adapter: transports ↔ sans-I/O parser/validator ↔ transaction layer ↔ the
+transaction user (registrar, B2BUA). It owns the loop clock and the one timer handle that
+drives every SIP timer (``TransactionLayer.next_deadline``)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import structlog
+
+from switch.aio.transports import TransportManager
+from switch.sip import transaction_layer as tl
+from switch.sip.addressing import Peer, response_destination, stamp_via_received
+from switch.sip.message import Request, Response, make_response
+from switch.sip.parser import SipParseError, parse_message
+from switch.sip.timers import TimerSettings
+from switch.sip.uri import Via
+from switch.trace import CallTraces, TraceEntry
+
+log = structlog.get_logger("voicecall.sip")
+
+MAGIC_COOKIE = "z9hG4bK"
+
+
+def new_branch() -> str:
+    return MAGIC_COOKIE + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+ResponseCallback = Callable[[Response | None], None]
+"""Called with each response of a client transaction; ``None`` means it timed out or the
+transport failed (the caller synthesises 408/503)."""
+
+
+class TransactionUser(Protocol):
+    def on_request(self, req: Request, txn: tl.ServerTransactionRef | None, source: Peer) -> None: ...
+    def on_cancel(self, cancel: Request, invite_txn: tl.ServerTransactionRef | None) -> None: ...
+    def on_server_failure(self, txn: tl.ServerTransactionRef, reason: str) -> None: ...
+    def on_ack_timeout(self, resp: Response) -> None: ...
+    def on_stray_response(self, resp: Response, source: Peer) -> None: ...
+
+
+@dataclass(slots=True)
+class StackCounters:
+    messages_in: int = 0
+    messages_out: int = 0
+    bad_messages: int = 0
+    stray_responses: int = 0
+
+
+class SipStack:
+    def __init__(
+        self,
+        *,
+        advertise: str,
+        user_agent: str,
+        settings: TimerSettings,
+        traces: CallTraces,
+        max_message_bytes: int = 65535,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.advertise = advertise
+        self.user_agent = user_agent
+        self.settings = settings
+        self.traces = traces
+        self.max_message_bytes = max_message_bytes
+        self.layer = tl.TransactionLayer(settings)
+        self.transports: TransportManager | None = None
+        self.tu: TransactionUser | None = None
+        self.counters = StackCounters()
+        self._callbacks: dict[object, ResponseCallback] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    def attach(self, transports: TransportManager, tu: TransactionUser) -> None:
+        self.transports = transports
+        self.tu = tu
+
+    # ----------------------------------------------------------------- input
+    def on_bytes(self, data: bytes, source: Peer) -> None:
+        try:
+            self._on_bytes(data, source)
+        except Exception:
+            # A bug in one call's handling must not take the transport down with it.
+            self.counters.bad_messages += 1
+            log.exception("message handling failed", source=str(source))
+
+    def _on_bytes(self, data: bytes, source: Peer) -> None:
+        self.counters.messages_in += 1
+        try:
+            msg = parse_message(data, max_size=self.max_message_bytes)
+        except SipParseError as e:
+            self.counters.bad_messages += 1
+            self._answer_bad_request(e, source)
+            return
+        self._trace(msg, data, "in", source)
+        now = self.loop.time()
+        if isinstance(msg, Request):
+            msg = stamp_via_received(msg, source)
+        self._run(self.layer.receive(msg, source, now))
+
+    def on_transport_error(self, peer: Peer, reason: str) -> None:
+        log.info("transport error", peer=str(peer), reason=reason)
+        self._run(self.layer.transport_error(peer, self.loop.time()))
+
+    def _answer_bad_request(self, e: SipParseError, source: Peer) -> None:
+        # RFC 3261 §16.3/§8.2: answer 400 when enough of the request parsed to route a
+        # response; drop anything else (responses, garbage) silently.
+        if e.partial is None or e.is_response or e.partial.method == "ACK":
+            return  # never answer an ACK (RFC 3261 §17.2.1)
+        try:
+            resp = make_response(e.partial, 400, f"Bad Request ({e.reason})"[:120])
+            req = stamp_via_received(e.partial, source)
+            dest = response_destination(req.top_via, source)
+        except Exception:  # the partial request lacks what a response needs
+            return
+        self._transmit(resp, dest, resp.to_bytes())
+
+    # ---------------------------------------------------------------- output
+    def send_request(self, req: Request, peer: Peer, on_response: ResponseCallback) -> object:
+        """Send a request in a new client transaction; returns the transaction handle."""
+        req = self.prepare_request(req, peer)
+        now = self.loop.time()
+        txn, effects = self.layer.send_request(req, peer, now)
+        self._callbacks[txn] = on_response
+        self._run(effects)
+        return txn
+
+    def prepare_request(self, req: Request, peer: Peer) -> Request:
+        """Fill in our Via (sent-by, branch, rport) and the defaults every request carries."""
+        port = self.transports.local_port(peer.transport) if self.transports else 5060
+        via = Via("SIP/2.0", peer.transport.upper(), self.advertise, port,
+                  (("branch", new_branch()), ("rport", None)))
+        headers = req.headers
+        vias = headers.get_all("Via")
+        if vias and "0.0.0.0" in vias[0]:
+            # Placeholder Via from the dialog layer: replace it, keep its branch.
+            old = req.top_via
+            if old.branch:
+                via = replace(via, params=(("branch", old.branch), ("rport", None)))
+            headers = headers.remove("Via")
+        elif req.method == "ACK" or req.method == "CANCEL":
+            pass
+        headers = headers.prepend("Via", str(via))
+        if headers.get("Max-Forwards") is None:
+            headers = headers.add("Max-Forwards", "70")
+        if headers.get("User-Agent") is None and self.user_agent:
+            headers = headers.add("User-Agent", self.user_agent)
+        return replace(req, headers=headers)
+
+    def cancel(self, txn: object) -> None:
+        self._run(self.layer.cancel(txn, self.loop.time()))
+
+    def send_response(self, txn: tl.ServerTransactionRef, resp: Response) -> None:
+        if resp.headers.get("Server") is None and self.user_agent:
+            resp = replace(resp, headers=resp.headers.add("Server", self.user_agent))
+        self._run(self.layer.send_response(txn, resp, self.loop.time()))
+
+    def send_stateless(self, msg: Request | Response, peer: Peer) -> None:
+        """ACK for 2xx and 2xx retransmissions: straight to the transport (RFC 3261 §13)."""
+        self._transmit(msg, peer, msg.to_bytes())
+
+    def respond_stateless(self, req: Request, source: Peer, resp: Response) -> None:
+        self._transmit(resp, response_destination(req.top_via, source), resp.to_bytes())
+
+    # ---------------------------------------------------------------- effects
+    def _run(self, effects: Sequence[object]) -> None:
+        for eff in effects:
+            if isinstance(eff, tl.OutgoingMessage):
+                self._transmit(eff.message, eff.peer, eff.message.to_bytes())
+            elif isinstance(eff, tl.NewRequest):
+                if self.tu is not None:
+                    self.tu.on_request(eff.request, eff.server_txn, eff.source)
+            elif isinstance(eff, tl.ResponseReceived):
+                cb = self._callbacks.get(eff.client_txn)
+                if cb is not None:
+                    cb(eff.response)
+                else:
+                    self.counters.stray_responses += 1
+            elif isinstance(eff, tl.TransactionTimedOut):
+                cb = self._callbacks.pop(eff.client_txn, None)
+                if cb is not None:
+                    cb(None)
+            elif isinstance(eff, tl.TransactionTerminated):
+                self._callbacks.pop(eff.txn, None)
+            elif isinstance(eff, tl.CancelReceived):
+                if self.tu is not None:
+                    self.tu.on_cancel(eff.cancel, eff.invite_txn)
+            elif isinstance(eff, tl.StrayResponse):
+                self.counters.stray_responses += 1
+                if self.tu is not None:
+                    self.tu.on_stray_response(eff.response, eff.source)
+            elif isinstance(eff, tl.ServerTransactionFailed):
+                if self.tu is not None:
+                    self.tu.on_server_failure(eff.server_txn, str(eff.reason))
+            elif isinstance(eff, tl.AckNotReceived) and self.tu is not None:
+                self.tu.on_ack_timeout(eff.response)
+        self._schedule()
+
+    def _transmit(self, msg: Request | Response, peer: Peer, data: bytes) -> None:
+        if self.transports is None:
+            return
+        self.counters.messages_out += 1
+        self._trace(msg, data, "out", peer)
+        self.transports.send(data, peer)
+
+    def _schedule(self) -> None:
+        deadline = self.layer.next_deadline()
+        if deadline is None:
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._run(self.layer.advance(self.loop.time()))
+
+    def _trace(self, msg: Request | Response, data: bytes, direction: str, peer: Peer) -> None:
+        if self.traces.max_calls == 0:
+            return
+        try:
+            call_id = msg.call_id
+        except Exception:
+            return
+        first = data.split(b"\r\n", 1)[0].decode("utf-8", "replace")
+        port = self.transports.local_port(peer.transport) if self.transports else 0
+        self.traces.add(call_id, TraceEntry(time.time(), direction, peer.transport,
+                                            f"{self.advertise}:{port}", f"{peer.host}:{peer.port}",
+                                            first, data))
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transports is not None:
+            await self.transports.close()

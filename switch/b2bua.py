@@ -1,0 +1,147 @@
+"""Back-to-back user agent for calls that arrive over SIP (softphone → softphone, softphone →
+gateway, gateway → softphone): the inbound leg A is routed by [[routes]]/[[users]] and
+bridged to an outbound leg B as two independent dialogs.
+
+Signalling only: SDP is passed through unchanged (the media engine replaces this when the
+node anchors media). Provisional responses and early media are relayed, CANCEL becomes
+CANCEL, final responses are mapped, re-INVITE/UPDATE offers and INFO are relayed, and a BYE
+(or a failure) on either side ends the other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import structlog
+
+from switch.leg import (
+    Leg,
+    LegAnswer,
+    LegAnswered,
+    LegEarlyMedia,
+    LegEnded,
+    LegEvent,
+    LegFailed,
+    LegInfo,
+    LegOffer,
+    LegOfferRejected,
+    LegRinging,
+)
+from switch.ua import CallerIdentity, UserAgent
+
+log = structlog.get_logger("voicecall.b2bua")
+
+
+def map_final_status(status: int) -> tuple[int, str | None]:
+    """The final response A gets for B's failure. 503 and 5xx that describe *our* next hop
+    are not passed upstream as-is (a 503 would make A's proxy think this node is
+    overloaded, RFC 3261 §16.7 step 6); timeouts become 408; the rest passes through."""
+    if status == 503:
+        return 480, "Temporarily Unavailable"
+    if status in (500, 502, 504):
+        return 502, "Bad Gateway"
+    if status == 487:
+        return 487, None
+    return status, None
+
+
+@dataclass(eq=False)
+class BridgedCall:
+    a: Leg
+    b: Leg
+    caller: CallerIdentity
+    called: str
+    pending_offer: object | None = None   # token of the offer relayed and not yet answered
+    ended: bool = False
+    log: structlog.stdlib.BoundLogger = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = log.bind(call_id=self.a.call_id, b_call_id=self.b.call_id)
+
+
+class B2bua:
+    def __init__(self, ua: UserAgent) -> None:
+        self.ua = ua
+        self.calls: dict[int, BridgedCall] = {}
+        ua.on_incoming_call = self.on_incoming_call
+
+    def on_incoming_call(self, a: Leg, called: str, caller: CallerIdentity) -> None:
+        invite = a.invite
+        sdp = invite.body if invite is not None and invite.body else None
+        b = self.ua.originate(called, caller.number, sdp, display_name=caller.display_name,
+                              label="B")
+        call = BridgedCall(a, b, caller, called)
+        self.calls[id(call)] = call
+        call.log.info("b2bua call", caller=caller.number, called=called,
+                      via=caller.gateway or caller.username)
+        a.on_event(lambda leg, ev: self._from_a(call, ev))
+        b.on_event(lambda leg, ev: self._from_b(call, ev))
+        if a.terminated:
+            b.hangup()
+
+    # ------------------------------------------------------------------ A side
+    def _from_a(self, call: BridgedCall, ev: LegEvent) -> None:
+        if isinstance(ev, LegEnded | LegFailed):
+            self._finish(call)
+            call.b.hangup()
+        elif isinstance(ev, LegOffer):
+            self._relay_offer(call, call.a, call.b, ev)
+        elif isinstance(ev, LegInfo):
+            call.b.send_info(ev.content_type, ev.body)
+
+    # ------------------------------------------------------------------ B side
+    def _from_b(self, call: BridgedCall, ev: LegEvent) -> None:
+        a = call.a
+        if isinstance(ev, LegRinging):
+            if ev.sdp is None:
+                a.ring(ev.status if ev.status < 183 else 180)
+        elif isinstance(ev, LegEarlyMedia):
+            a.ring(183, ev.sdp, reliable=self._a_supports_100rel(a))
+        elif isinstance(ev, LegAnswered):
+            a.answer(ev.sdp)
+        elif isinstance(ev, LegFailed):
+            self._finish(call)
+            status, reason = map_final_status(ev.status)
+            if not a.terminated:
+                a.reject(status, reason or ev.reason)
+        elif isinstance(ev, LegEnded):
+            self._finish(call)
+            a.hangup()
+        elif isinstance(ev, LegOffer):
+            self._relay_offer(call, call.b, a, ev)
+        elif isinstance(ev, LegInfo):
+            a.send_info(ev.content_type, ev.body)
+
+    def _relay_offer(self, call: BridgedCall, src: Leg, dst: Leg, ev: LegOffer) -> None:
+        """Forward an offer from ``src`` to ``dst`` with the same method when possible; the
+        answer comes back as ``LegAnswer`` on ``dst`` and is given to ``src``."""
+        token = object()
+        call.pending_offer = token
+
+        def on_answer(leg: Leg, answer: LegEvent) -> None:
+            if call.pending_offer is not token:
+                return
+            if isinstance(answer, LegAnswer):
+                call.pending_offer = None
+                src.accept_offer(answer.sdp)
+            elif isinstance(answer, LegOfferRejected):
+                call.pending_offer = None
+                src.reject_offer(answer.status)
+
+        dst.on_event(on_answer)
+        if ev.method == "UPDATE":
+            dst.update(ev.sdp)
+        else:
+            dst.reinvite(ev.sdp)
+
+    @staticmethod
+    def _a_supports_100rel(a: Leg) -> bool:
+        inv = a.invite
+        if inv is None:
+            return False
+        return "100rel" in inv.supported or "100rel" in inv.require
+
+    def _finish(self, call: BridgedCall) -> None:
+        if not call.ended:
+            call.ended = True
+            self.calls.pop(id(call), None)
+            call.log.info("b2bua call ended")
