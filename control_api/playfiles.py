@@ -1,6 +1,6 @@
 """Play file checks (PR-FILE): WAV, A-law, 8000 Hz, mono (64 kbit/s), at most 2 MB, with a safe
-file name. Written here because ``media`` has no ``validate_play_file`` yet; it reads the
-header with soundfile (libsndfile)."""
+file name. The media plane's ``media.prompt.validate_play_file`` is the source of truth when it
+is importable (it is what the player accepts); otherwise a libsndfile header check stands in."""
 
 from __future__ import annotations
 
@@ -22,6 +22,18 @@ def check_name(name: str) -> str | None:
 
 def validate_play_file(data: bytes) -> str | None:
     """Reason the bytes are not an acceptable prompt, or None."""
+    try:
+        from media.prompt import validate_play_file as media_validate
+    except ImportError:
+        return _soundfile_check(data)
+    try:
+        media_validate(data)
+    except Exception as e:  # PlayFileError with the reason; junk may raise other errors
+        return str(e) or type(e).__name__
+    return None
+
+
+def _soundfile_check(data: bytes) -> str | None:
     if len(data) > MAX_PLAY_FILE_BYTES:
         return f"file is {len(data)} bytes, at most {MAX_PLAY_FILE_BYTES} (2 MB)"
     if len(data) < 44:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import structlog
@@ -172,7 +173,7 @@ class EventSink:
                    "call_end_time": fee["callEndTime"],
                    "payload": json.dumps(fee, ensure_ascii=False),
                    "state": "pending", "attempts": 0, "next_attempt_at": 0,
-                   "created_at": int(ended.end_time * 1000)}
+                   "created_at": int(time.time() * 1000)}
         closed = await self.store.end_call(ctx.session_id, {
             "ended_at": int(ended.end_time * 1000), "state_code": ended.state_code,
             "ul_fail_reason": ended.ul_fail_reason, "record_object_name": obj,

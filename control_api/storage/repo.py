@@ -332,9 +332,17 @@ class Store:
         same moment take disjoint rows without waiting. A crashed holder's lease expires and the
         rows are claimed again (at-least-once)."""
         o = t.cdr_outbox
+        o2 = t.cdr_outbox.alias("o2")
+        # EV-3 batching: a group (app, callEndTime) becomes due as a whole once its OLDEST row
+        # has settled for the batch delay, so CDRs of one second written a little apart still
+        # go out in one push.
+        settled_group = (select(o2.c.id)
+                         .where(o2.c.app_key == o.c.app_key,
+                                o2.c.call_end_time == o.c.call_end_time,
+                                o2.c.state == "pending", o2.c.created_at <= settle_before)
+                         .exists())
         sub = (select(o.c.id)
-               .where(o.c.state == "pending", o.c.next_attempt_at <= now,
-                      o.c.created_at <= settle_before,
+               .where(o.c.state == "pending", o.c.next_attempt_at <= now, settled_group,
                       or_(o.c.lease_until.is_(None), o.c.lease_until < now))
                .order_by(o.c.app_key, o.c.call_end_time, o.c.id).limit(limit))
         if self.db.dialect == "postgresql":
