@@ -228,6 +228,11 @@ def server_key(
     )
 
 
+def _without_method(key: ServerKey) -> ServerKey:
+    """A server key minus its method: what a CANCEL shares with the request it cancels."""
+    return key[:-1] if key[0] == "3261" else (*key[:-2], key[-1])
+
+
 def _merge_key(req: Request) -> MergeKey:
     return (req.from_.tag, req.call_id, req.cseq.seq, req.method)
 
@@ -276,6 +281,9 @@ class TransactionLayer:
         self._servers: dict[ServerKey, ServerTransaction] = {}
         self._server_keys: dict[ServerTransaction, ServerKey] = {}
         self._merge: dict[MergeKey, ServerTransaction] = {}
+        # §9.2: what a CANCEL can match — every live non-CANCEL server transaction, keyed
+        # by its server key minus the method.
+        self._cancellable: dict[ServerKey, ServerTransaction] = {}
         self._retransmitters: dict[tuple[str, int, str | None], Invite2xxRetransmitter] = {}
         self._internal_cancels: set[ClientNonInviteTransaction] = set()
         self._timers = TimerHeap()
@@ -418,7 +426,7 @@ class TransactionLayer:
             # A CANCEL of a live INVITE is still honoured: it frees resources, and there
             # can be only one per INVITE (it shares the INVITE's branch and sent-by).
             req.method == "CANCEL"
-            and self._servers.get(server_key(req, method="INVITE")) is not None
+            and isinstance(self._cancellable.get(_without_method(key)), ServerInviteTransaction)
         ):
             self.counters.overload_rejections += 1
             log.warning("server transaction limit reached: 503", method=req.method,
@@ -481,20 +489,28 @@ class TransactionLayer:
     def _receive_cancel(
         self, cancel: Request, key: ServerKey, source: Peer, now: float, out: list[LayerEvent]
     ) -> None:
-        # §9.2: the INVITE it cancels matches like a retransmission of it, method aside.
-        target = self._servers.get(server_key(cancel, method="INVITE"))
-        ist = target if isinstance(target, ServerInviteTransaction) else None
+        # §9.2: the request it cancels matches like a retransmission of it, method aside.
+        target = self._cancellable.get(_without_method(key))
         txn = ServerNonInviteTransaction(cancel, source, self.settings)
         self._register_server(txn, key, cancel)
         self.counters.cancels += 1
-        log.info("CANCEL", matched=ist is not None and not ist.terminated,
-                 state=str(ist.state) if ist is not None else None, call_id=cancel.call_id)
-        if ist is None or ist.terminated:
+        log.info("CANCEL", matched=None if target is None else target.request.method,
+                 state=None if target is None else str(target.state), call_id=cancel.call_id)
+        if target is None or target.terminated:
             resp = make_response(cancel, 481, "Call/Transaction Does Not Exist",
                                  to_tag=self.tag_factory())
             self._apply(txn, txn.send_response(resp, now), now, out)
             out.append(CancelReceived(cancel, None))
             return
+        if not isinstance(target, ServerInviteTransaction):
+            # "Regardless of the method of the original request, as long as the CANCEL
+            # matched an existing transaction, the UAS answers the CANCEL request itself
+            # with a 200 (OK)"; it has no effect on a non-INVITE.
+            resp = make_response(cancel, 200, "OK", to_tag=target.local_tag or self.tag_factory())
+            self._apply(txn, txn.send_response(resp, now), now, out)
+            out.append(CancelReceived(cancel, None))
+            return
+        ist = target
         if ist.local_tag is None and ist.request.to.tag is None:
             # "The To tag of the response to the CANCEL and the response to the original
             # request SHOULD be the same": pick it now; the TU reuses ist.local_tag.
@@ -562,6 +578,11 @@ class TransactionLayer:
     def _register_server(self, txn: ServerTransaction, key: ServerKey, req: Request) -> None:
         self._servers[key] = txn
         self._server_keys[txn] = key
+        if req.method != "CANCEL":
+            ckey = _without_method(key)
+            # A client reusing one branch for two methods: the INVITE is what gets cancelled.
+            if ckey not in self._cancellable or isinstance(txn, ServerInviteTransaction):
+                self._cancellable[ckey] = txn
         if req.to.tag is None:
             self._merge.setdefault(_merge_key(req), txn)
 
@@ -577,6 +598,8 @@ class TransactionLayer:
             skey = self._server_keys.pop(txn, None)
             if skey is not None and self._servers.get(skey) is txn:
                 del self._servers[skey]
+            if skey is not None and self._cancellable.get(_without_method(skey)) is txn:
+                del self._cancellable[_without_method(skey)]
             if txn.request.to.tag is None:
                 mkey = _merge_key(txn.request)
                 if self._merge.get(mkey) is txn:

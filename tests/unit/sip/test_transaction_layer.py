@@ -336,6 +336,21 @@ def test_cancel_after_the_final_response_is_answered_200_and_changes_nothing() -
     assert sent(layer.send_response(ist, make_response(ist.request, 487), 1.1)) == []
 
 
+def test_cancel_of_a_non_invite_is_answered_200_and_has_no_effect() -> None:
+    """§9.2: "Regardless of the method of the original request, as long as the CANCEL
+    matched an existing transaction, the UAS answers the CANCEL request itself with a
+    200 (OK)"; only an INVITE is affected."""
+    layer = _layer()
+    opt = request("OPTIONS", branch="z9hG4bK-opt")
+    txn, _ = new_server(layer, opt)
+    cancel = request("CANCEL", branch="z9hG4bK-opt", uri=str(opt.uri))
+    events = receive(layer, cancel, UAC, 0.5)
+    assert sent(events) == ["200"]
+    assert [e.invite_txn for e in events if isinstance(e, CancelReceived)] == [None]
+    assert sent(layer.send_response(txn, make_response(txn.request, 200, to_tag="u"), 0.6)) == [
+        "200"]
+
+
 def test_cancel_of_an_rfc2543_invite_matches_without_branch() -> None:
     layer = _layer()
     inv = request("INVITE", branch=None)
