@@ -306,9 +306,7 @@ class Headers:
         if key not in self._keys:
             return self
         i = self._keys.index(key)
-        return Headers._trusted(
-            self._items[:i] + self._items[i + 1 :], self._keys[:i] + self._keys[i + 1 :]
-        )
+        return Headers._trusted(self._items[:i] + self._items[i + 1 :], self._keys[:i] + self._keys[i + 1 :])
 
     def extend(self, items: Iterable[tuple[str, str]]) -> Headers:
         extra = Headers(items)

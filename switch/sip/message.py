@@ -267,9 +267,7 @@ class _MessageBase:
 
     @property
     def proxy_require(self) -> frozenset[str]:
-        return self._cached(
-            "proxy_require", lambda: _token_set(self.headers.get_all("Proxy-Require"))
-        )
+        return self._cached("proxy_require", lambda: _token_set(self.headers.get_all("Proxy-Require")))
 
     @property
     def supported(self) -> frozenset[str]:
@@ -363,9 +361,7 @@ class Request(_MessageBase):
     headers: Headers
     body: bytes = b""
     version: str = "SIP/2.0"
-    _cache: dict[str, Any] = field(
-        default_factory=dict, init=False, repr=False, compare=False, hash=False
-    )
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     is_request = True
 
@@ -383,9 +379,7 @@ class Response(_MessageBase):
     headers: Headers
     body: bytes = b""
     version: str = "SIP/2.0"
-    _cache: dict[str, Any] = field(
-        default_factory=dict, init=False, repr=False, compare=False, hash=False
-    )
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     is_request = False
 

@@ -80,34 +80,34 @@ def parse_message(data: bytes, *, max_size: int = MAX_SIZE) -> Request | Respons
         start += 2
     while start < n and data[start] == 0x0A:  # bare LF keep-alives
         start += 1
+    # The header section ends at the first empty line: CRLF CRLF normally, LF LF from
+    # equipment using bare LF (searched only before the first CRLF CRLF, so a blank line
+    # inside the body never ends the headers early).
     end = data.find(_HEADER_END, start)
-    if end >= 0:
+    lf_end = data.find(b"\n\n", start, n if end < 0 else end)
+    if lf_end >= 0:
+        head = data[start:lf_end]
+        body_start = lf_end + 2
+    elif end >= 0:
         head = data[start:end]
         body_start = end + 4
-        crlf = True
+    elif data.endswith(b"\r\n") and start < n:
+        # headers without the empty line: only a datagram that is all headers
+        head = data[start : n - 2]
+        body_start = n
     else:
-        end = data.find(b"\n\n", start)
-        if end < 0:
-            # headers without the empty line: accept only if the datagram is all headers
-            # ending in CRLF (no body possible)
-            if data.endswith(b"\r\n") and start < n:
-                head = data[start : n - 2]
-                body_start = n
-                crlf = True
-            else:
-                raise SipParseError("Incomplete message (no end of headers)")
-        else:
-            head = data[start:end]
-            body_start = end + 2
-            crlf = False
+        raise SipParseError("Incomplete message (no end of headers)")
     if not head:
         raise SipParseError("Empty message")
     text = _decode(head)
-    if crlf and "\n" not in text.replace("\r\n", ""):
+    ncrlf = text.count("\r\n")
+    if ncrlf == text.count("\n") == text.count("\r"):
         lines = text.split("\r\n")
     else:
+        # bare LF line ends (tolerated); a CR that does not end a line is never allowed
         lines = text.replace("\r\n", "\n").split("\n")
-        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+        if any("\r" in ln for ln in lines):
+            raise SipParseError("Bare CR in header section", is_response=text[:4] == "SIP/")
     start_line = lines[0]
     if len(start_line) > MAX_LINE:
         raise SipParseError("Start line too long")

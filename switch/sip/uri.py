@@ -210,7 +210,11 @@ def _split_quoted(text: str, sep: str) -> list[str]:
     while i < n:
         c = text[i]
         if c == '"' and not angle:
-            i = _quoted_end(text, i)
+            # an unterminated quote swallows the rest; the element parser reports it
+            try:
+                i = _quoted_end(text, i)
+            except SipParseError:
+                break
             continue
         if c == "<" and sep == ",":
             angle = True
@@ -540,11 +544,7 @@ def uri_equal(a: SipUri, b: SipUri) -> bool:
         return an == bn and _pset(a.params) == _pset(b.params)
     if (a.user is None) != (b.user is None) or (a.password is None) != (b.password is None):
         return False
-    if (
-        a.user is not None
-        and b.user is not None
-        and _normalise_escapes(a.user) != _normalise_escapes(b.user)
-    ):
+    if a.user is not None and b.user is not None and _normalise_escapes(a.user) != _normalise_escapes(b.user):
         return False
     if (
         a.password is not None

@@ -255,10 +255,7 @@ def is_acceptable_response(
         return False
     if local_sent_by is not None:
         host_l = host.lower()
-        for h, p in local_sent_by:
-            if h.lower() == host_l and (p == port or {p, port} <= {None, 5060}):
-                return True
-        return False
+        return any(h.lower() == host_l and (p == port or {p, port} <= {None, 5060}) for h, p in local_sent_by)
     return True
 
 

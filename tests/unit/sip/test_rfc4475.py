@@ -22,9 +22,7 @@ from switch.sip.validate import (
 )
 from tests.paths import CONFORMANCE
 
-UAS_METHODS = frozenset(
-    {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO"}
-)
+UAS_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO"})
 UAS_EXTENSIONS = frozenset({"100rel", "timer", "replaces"})
 UAS_ACCEPT = frozenset({"application/sdp"})
 
@@ -48,9 +46,7 @@ def response(name: str) -> Response:
 
 
 def uas_verdict(req: Request) -> Response | None:
-    return check_request(
-        req, methods=UAS_METHODS, extensions=UAS_EXTENSIONS, accept_types=UAS_ACCEPT
-    )
+    return check_request(req, methods=UAS_METHODS, extensions=UAS_EXTENSIONS, accept_types=UAS_ACCEPT)
 
 
 def rejected_by_parser(name: str) -> tuple[SipParseError, Response | None]:
