@@ -133,6 +133,8 @@ class TimerKey(enum.StrEnum):
     SESSION_EXPIRY = "session-expiry"        # RFC 4028 §10: interval - min(32, interval/3)
     CANCEL_GUARD = "cancel-guard"            # §9.1: 64*T1 after CANCEL without final
     BYE_GUARD = "bye-guard"                  # our own bound on TERMINATING
+    ANSWER_WAIT = "answer-wait"              # the app must answer an offer in a 2xx (its
+                                             # ACK is held) before the peer gives up: 64*T1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,7 +432,6 @@ class InviteSession:
         self._bye_after_ack = False
         self._await: _AwaitAnswer | None = None
         self._refresh_retry_at: float | None = None
-        self._negotiated_at: float | None = None
 
     # =========================================================================================
     # construction
@@ -962,6 +963,7 @@ class InviteSession:
             TimerKey.SESSION_EXPIRY: self._t_session_expiry,
             TimerKey.CANCEL_GUARD: self._t_cancel_guard,
             TimerKey.BYE_GUARD: self._t_bye_guard,
+            TimerKey.ANSWER_WAIT: self._t_answer_wait,
         }[key]
         handler(now)
         return self._take()
@@ -1363,6 +1365,7 @@ class InviteSession:
                 self.oa.remote_offer(body)
             # the offer (in this 2xx or in an unanswered reliable 1xx) is answered in the ACK
             self._await = _AwaitAnswer(_AnswerVia.ACK, response=resp, dialog=d)
+            self._start(TimerKey.ANSWER_WAIT, now + 64 * self.config.t1)
             self.state = SessionState.CONNECTING
             self._session_timer_from_2xx(resp, now)
             self._emit(Answered(resp, None))
@@ -1384,6 +1387,7 @@ class InviteSession:
         if a_inv is None or d is None:
             return
         self._send_ack(d, a_inv, sdp)
+        self._cancel(TimerKey.ANSWER_WAIT)
         if self._await is not None and self._await.via is _AnswerVia.ACK:
             self._await = None
         if not a_inv.initial:
@@ -1442,6 +1446,7 @@ class InviteSession:
             if body and self.oa.state is OfferState.IDLE:
                 self.oa.remote_offer(body)
                 self._await = _AwaitAnswer(_AnswerVia.ACK, response=resp, dialog=d)
+                self._start(TimerKey.ANSWER_WAIT, now + 64 * self.config.t1)
                 self._emit(OfferReceived(body, "INVITE"))
             else:
                 self._send_ack(d, inv, None)
@@ -1633,6 +1638,19 @@ class InviteSession:
         self._inv = None
         self._terminate(Failed(487, "Request Terminated (no final response to CANCEL)", None))
 
+    def _t_answer_wait(self, now: float) -> None:
+        a = self._await
+        if a is None or a.via is not _AnswerVia.ACK:
+            return
+        # The application never answered the offer in the 2xx: ACK (without the answer we
+        # do not have) and tear down, as RFC 6337 §3.1.3 does for an unacceptable offer.
+        self._await = None
+        self.oa.rollback()
+        self._send_held_ack(None)
+        if self.state is SessionState.CONNECTING:
+            self.state = SessionState.CONFIRMED
+        self._send_bye(EndReason.NEGOTIATION_FAILED, now)
+
     def _t_bye_guard(self, now: float) -> None:
         if self.state is SessionState.TERMINATING:
             self._terminate(None)
@@ -1797,25 +1815,22 @@ class InviteSession:
     def _arm_session_timer(self, now: float) -> None:
         self._cancel(TimerKey.SESSION_REFRESH)
         self._cancel(TimerKey.SESSION_EXPIRY)
-        self._negotiated_at = now
         refresh = self.timer.refresh_at(now)
         expire = self.timer.expire_at(now)
         if refresh is not None:
             self._start(TimerKey.SESSION_REFRESH, refresh)
+            active = self.timer.active
+            assert active is not None
+            # The refresher's own bound: if no refresh succeeds (rejected, or crowded out
+            # by transactions that never finish) the session is over when it expires.
+            expire = now + active.interval
         if expire is not None:
             self._start(TimerKey.SESSION_EXPIRY, expire)
 
     def _refresh_failed(self, status: int, now: float) -> None:
         """RFC 4028 §10: a refresh rejected with another status leaves the session running
-        until it would expire; we report it and watch that deadline ourselves."""
+        until it would expire (SESSION_EXPIRY stays armed); the app hears about it."""
         self._emit(RefreshFailed(status))
-        active = self.timer.active
-        if active is None or self._negotiated_at is None:
-            return
-        from switch.sip.session_timer import expiry_margin
-
-        deadline = self._negotiated_at + active.interval - expiry_margin(active.interval)
-        self._start(TimerKey.SESSION_EXPIRY, max(deadline, now))
 
     def _schedule_glare_retry(
         self, method: str, sdp: bytes | None, purpose: _Purpose, now: float
