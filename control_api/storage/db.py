@@ -4,13 +4,14 @@ Why a small versioned runner instead of alembic: the schema is owned by this one
 be applied automatically by every node at start (several nodes may start at once against one
 PostgreSQL) and must work identically on SQLite. The runner keeps an ordered list of
 ``(version, step)``; each pending step runs in its own transaction together with the
-``schema_version`` row, under a PostgreSQL advisory lock (SQLite: the database write lock), so
-concurrent starters apply each step exactly once. Alembic's env.py/ini/script directory
+``schema_version`` row, under a PostgreSQL advisory lock, so concurrent starters apply each
+step exactly once (on SQLite a colliding starter retries and finds the schema current). Alembic's env.py/ini/script directory
 machinery would add packaging and configuration without buying anything here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import structlog
 from sqlalchemy import Connection, event, insert, inspect, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from control_api.storage import schema
@@ -55,13 +57,24 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
     async def migrate(self) -> int:
-        """Apply pending migrations; returns the resulting schema version."""
+        """Apply pending migrations; returns the resulting schema version.
+
+        SQLite has no advisory lock and pysqlite starts its transaction lazily, so two
+        processes migrating one file at the same instant can collide on CREATE TABLE; the
+        loser simply retries and then finds the schema current."""
+        for attempt in range(5):
+            try:
+                return await self._migrate_once()
+            except OperationalError:
+                if self.dialect != "sqlite" or attempt == 4:
+                    raise
+                await asyncio.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _migrate_once(self) -> int:
         async with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 await conn.execute(text(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_KEY})"))
-            else:
-                # take SQLite's write lock before reading the version (BEGIN IMMEDIATE equivalent)
-                await conn.execute(text("CREATE TABLE IF NOT EXISTS _migrate_lock (x INTEGER)"))
             has = await conn.run_sync(lambda c: inspect(c).has_table("schema_version"))
             current = 0
             if has:

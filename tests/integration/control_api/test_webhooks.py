@@ -39,7 +39,7 @@ async def test_callback_status_sequence_and_cdr(make_node: NodeFactory, receiver
     events = [(r.body["eventType"], r.body["statusInfo"]) for r in receiver.on("/status")]
     assert [e for e, _ in events] == ["callout", "alerting", "answer", "callout", "alerting",
                                       "answer", "disconnect", "disconnect"]
-    for kind, info in events:
+    for _kind, info in events:
         assert info["sessionId"] == sid and info["userData"] == "order-42"
         assert TS_RE.match(info["timestamp"])
     assert (events[0][1]["caller"], events[0][1]["called"]) == ("+8675500000001",
