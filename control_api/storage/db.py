@@ -5,8 +5,9 @@ be applied automatically by every node at start (several nodes may start at once
 PostgreSQL) and must work identically on SQLite. The runner keeps an ordered list of
 ``(version, step)``; each pending step runs in its own transaction together with the
 ``schema_version`` row, under a PostgreSQL advisory lock, so concurrent starters apply each
-step exactly once (on SQLite a colliding starter retries and finds the schema current). Alembic's env.py/ini/script directory
-machinery would add packaging and configuration without buying anything here.
+step exactly once (on SQLite a colliding starter retries and finds the schema current).
+Alembic's env.py/ini/script directory machinery would add packaging and configuration without
+buying anything here.
 """
 
 from __future__ import annotations
