@@ -19,9 +19,10 @@ import enum
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from switch.sip.headers import Headers
-from switch.sip.message import Request, Response
+from switch.sip.message import Request, Response, make_response
 from switch.sip.uri import NameAddr, SipUri, parse_name_addrs
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -336,3 +337,51 @@ class Dialog:
 
 def _untagged(na: NameAddr) -> NameAddr:
     return na.with_param("tag", None) if na.has_param("tag") else na
+
+
+# ---------------------------------------------------------------------------------------------
+# finding the dialog (session) of a message
+# ---------------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class DialogIndex(Generic[T]):
+    """Call-ID + *local* tag → whatever owns the dialog(s) (an INVITE session).
+
+    The local tag alone identifies our side of every dialog of one INVITE, including the
+    early dialogs of several forks (they share our From tag and differ in the remote tag,
+    which the session sorts out itself). An incoming request carries our tag in To, a
+    response in From.
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str], T] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def add(self, call_id: str, local_tag: str, owner: T) -> None:
+        self._by_key[(call_id, local_tag)] = owner
+
+    def remove(self, call_id: str, local_tag: str) -> None:
+        self._by_key.pop((call_id, local_tag), None)
+
+    def for_request(self, req: Request) -> T | None:
+        tag = req.to.tag
+        return self._by_key.get((req.call_id, tag)) if tag else None
+
+    def for_response(self, resp: Response) -> T | None:
+        tag = resp.from_.tag
+        return self._by_key.get((resp.call_id, tag)) if tag else None
+
+    @staticmethod
+    def is_in_dialog(req: Request) -> bool:
+        """§12.2.2: a request with a To tag belongs to a dialog (ours or unknown)."""
+        return req.to.tag is not None
+
+    @staticmethod
+    def no_dialog(req: Request) -> Response:
+        """§12.2.2: the answer to an in-dialog request (To tag) matching no dialog. An ACK
+        gets nothing (the adapter drops it)."""
+        return make_response(req, 481, "Call/Transaction Does Not Exist")

@@ -404,6 +404,7 @@ class InviteSession:
         self.timer = SessionTimer(config.timer)
         self._dialog: Dialog | None = None
         self._fx: list[Effect] = []
+        self._local_tag = ""
         self._timers: set[TimerKey] = set()
         self._terminal_sent = False
         self._peer_allow: set[str] = set()
@@ -417,6 +418,7 @@ class InviteSession:
         self._got_provisional = False
         self._initial_route: tuple[NameAddr, ...] = ()
         self._client: dict[tuple[str, int], _ClientRequest] = {}   # (remote tag, cseq)
+        self._acks: dict[int, Request] = {}                         # INVITE CSeq → our ACK
         self._glare: tuple[str, bytes | None, _Purpose] | None = None
         # UAS side
         self._uas_invite: _ServerRequest | None = None    # initial INVITE (until final)
@@ -509,6 +511,12 @@ class InviteSession:
         for leg in self._early.values():
             return leg.dialog
         return None
+
+    @property
+    def local_tag(self) -> str | None:
+        """Our tag (From tag as UAC, To tag as UAS): with the Call-ID it finds the session
+        for every in-dialog request and response (see ``dialog.DialogIndex``)."""
+        return self._local_tag or None
 
     @property
     def dialog_id(self) -> DialogId | None:
@@ -613,12 +621,15 @@ class InviteSession:
         CANCEL is held back and sent with the first one."""
         if self.role is not Role.UAC:
             raise SessionError("cancel() is for the UAC; a UAS uses reject()")
+        self._cancel_invite(now)
+        return self._take()
+
+    def _cancel_invite(self, now: float) -> None:
         if self.state in (SessionState.CALLING, SessionState.EARLY) and not self._cancel_wanted:
             self._cancel_wanted = True
             if self._got_provisional:
                 self._send_cancel(now)
             self._start(TimerKey.CANCEL_GUARD, now + 64 * self.config.t1)
-        return self._take()
 
     def _send_cancel(self, now: float) -> None:
         if self._cancel_sent or self._initial_invite is None:
@@ -841,7 +852,7 @@ class InviteSession:
         if st is SessionState.NULL:
             self._terminate(Ended(EndReason.BYE_SENT))
         elif self.role is Role.UAC and st in (SessionState.CALLING, SessionState.EARLY):
-            return self.cancel(now)
+            self._cancel_invite(now)
         elif self.role is Role.UAS and self._uas_invite is not None:
             self._final_reject(480, "Temporarily Unavailable", ())
         elif self.role is Role.UAS and st is SessionState.CONNECTING and (
@@ -849,8 +860,6 @@ class InviteSession:
         ):
             self._bye_after_ack = True
         else:
-            if self._await is not None and self._await.via is _AnswerVia.ACK:
-                self._send_held_ack(None)
             self._send_bye(EndReason.BYE_SENT, now)
         return self._take()
 
@@ -907,8 +916,7 @@ class InviteSession:
             self._send_held_ack(None)
             self._send_bye(EndReason.NEGOTIATION_FAILED, now)
         else:
-            self._cancel_wanted = False
-            self.cancel(now)
+            self._cancel_invite(now)
         return self._take()
 
     # =========================================================================================
@@ -1318,15 +1326,16 @@ class InviteSession:
         if self.state not in (SessionState.CALLING, SessionState.EARLY):
             self._ack_and_bye_fork(resp)
             return
-        inv.final = True
-        inv.remote_tag = tag
-        self._cancel(TimerKey.CANCEL_GUARD)
-        leg = self._early.pop(tag, None)
+        leg = self._early.get(tag)
         if leg is not None:
             d = leg.dialog
             d.confirm(resp)
         else:
+            # raises DialogError (→ the 2xx is dropped, nothing changed) without a To tag
             d = Dialog.uac(self._initial_invite, resp, self.config.local, self._token)
+        inv.final = True
+        inv.remote_tag = tag
+        self._cancel(TimerKey.CANCEL_GUARD)
         self._dialog = d
         self._early.clear()  # other forks' early dialogs die with the 2xx (§13.2.2.4)
         if resp.headers.get("Allow") is not None:
@@ -1379,6 +1388,11 @@ class InviteSession:
     def _send_ack(self, d: Dialog, inv: _ClientInvite, sdp: bytes | None) -> None:
         ack = d.create_request("ACK", cseq=inv.request.cseq.seq, body=sdp or b"")
         inv.ack = ack
+        # kept for 2xx retransmissions after the INVITE is forgotten (§13.2.2.4); the last
+        # two are enough since a new INVITE waits for the previous one to complete
+        self._acks[inv.request.cseq.seq] = ack
+        while len(self._acks) > 2:
+            del self._acks[min(self._acks)]
         self._emit(SendAck(ack, d.next_hop(ack)))
 
     def _send_held_ack(self, sdp: bytes | None) -> None:
@@ -1406,12 +1420,16 @@ class InviteSession:
         self._emit(SendRequest(bye, d.next_hop(bye)))
 
     def _on_stray_2xx(self, resp: Response) -> None:
-        """A 2xx retransmission for an INVITE we no longer track: re-ACK / ACK+BYE."""
-        if self._initial_invite is None or resp.cseq.seq != self._initial_invite.cseq.seq:
+        """A 2xx retransmission for an INVITE we no longer track: re-ACK, or ACK+BYE when
+        it comes from another fork."""
+        d = self._dialog
+        if d is not None and (resp.to.tag or "") == d.remote_tag:
+            ack = self._acks.get(resp.cseq.seq)
+            if ack is not None:
+                self._emit(SendAck(ack, d.next_hop(ack)))
             return
-        if self._dialog is not None and (resp.to.tag or "") == self._dialog.remote_tag:
-            return  # a late retransmission of a 2xx we handled; the ACK was already sent
-        self._ack_and_bye_fork(resp)
+        if self._initial_invite is not None and resp.cseq.seq == self._initial_invite.cseq.seq:
+            self._ack_and_bye_fork(resp)
 
     def _on_reinvite_response(self, resp: Response, inv: _ClientInvite, now: float) -> None:
         d = self._dialog
@@ -1708,6 +1726,10 @@ class InviteSession:
         if self.state in (SessionState.TERMINATING, SessionState.TERMINATED):
             return
         d = self._dialog
+        if self._await is not None and self._await.via is _AnswerVia.ACK:
+            # an offer in a 2xx still unanswered: the 2xx must be ACKed before the BYE
+            self.oa.rollback()
+            self._send_held_ack(None)
         self._answer_pending_requests()
         self._pending_2xx = None
         self._cancel_all_timers()

@@ -179,6 +179,13 @@ class SessionTimer:
         else:
             interval = max(self.active.interval if self.active else self.requested, floor)
             refresher = None
+            if self.active is not None:
+                # A mid-call request without Session-Expires (a plain media change) keeps
+                # who refreshes; only a timer-aware peer may be named refresher (§9).
+                if self.active.we_refresh or not peer_supports_timer:
+                    refresher = Refresher.UAS
+                else:
+                    refresher = Refresher.UAC
         if refresher is None:
             # §9: with a timer-aware peer either side may refresh; we let the requester do it
             # (it sent the request, so it evidently can). Otherwise it must be us.

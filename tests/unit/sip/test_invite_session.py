@@ -449,3 +449,89 @@ def test_session_timer_disabled_sends_no_timer_headers() -> None:
     inv = n.a.requests("INVITE")[0]
     assert inv.headers.get("Session-Expires") is None
     assert "timer" not in inv.supported
+
+
+class TestRobustness:
+    def test_retransmitted_reinvite_2xx_is_acked_again(self) -> None:
+        lost = {"n": 0}
+
+        def drop(m: object) -> bool:
+            # lose the first ACK of the re-INVITE only
+            if isinstance(m, Request) and m.method == "ACK" and m.cseq.seq > 1 and not lost["n"]:
+                lost["n"] = 1
+                return True
+            return False
+
+        n = connected(drop=drop)
+        n.call(n.a, lambda: n.a.s.reinvite(b"v=0 x\r\n", n.now))
+        n.call(n.b, lambda: n.b.s.accept_offer(b"v=0 y\r\n", n.now))
+        assert n.b.s._pending_2xx is not None  # b never saw the ACK
+        n.advance(0.6)  # b retransmits its 2xx; a re-sends the same ACK
+        assert n.a.acks_sent[-1].to_bytes() == n.a.acks_sent[-2].to_bytes()
+        assert n.b.s._pending_2xx is None
+        assert TimerKey.ACK_WAIT not in n.b.timers
+
+    def test_2xx_without_to_tag_is_dropped_without_state_change(self) -> None:
+        n = Net()
+        n.invite()
+        invite = n.b.received[0]
+        assert isinstance(invite, Request)
+        from switch.sip.message import make_response
+
+        bad = make_response(invite, 200, None, headers=[("Contact", "<sip:b@10.0.0.2>")])
+        assert n.a.s.on_response(bad, n.now) == []
+        assert n.a.s.state is SessionState.CALLING
+        n.call(n.a, lambda: n.a.s.bye(n.now))
+        n.advance(33)
+        assert n.a.s.terminated
+
+    def test_reject_offer_in_reliable_1xx_cancels_the_invite(self) -> None:
+        n = Net()
+        n.invite(None)
+        n.call(n.b, lambda: n.b.s.provisional(183, n.now, sdp=ANSWER, reliable=True))
+        effects = n.call(n.a, lambda: n.a.s.reject_offer(n.now))
+        assert any(type(e).__name__ == "SendCancel" for e in effects)
+        assert n.b.responses(487, "INVITE")
+        assert n.a.s.terminated and n.b.s.terminated
+
+    def test_bye_while_answer_to_2xx_offer_is_pending_acks_first(self) -> None:
+        n = Net()
+        n.invite(None)
+        n.call(n.b, lambda: n.b.s.answer(ANSWER, n.now))
+        n.call(n.a, lambda: n.a.s.bye(n.now))
+        kinds = [m.method for m in n.a.sent if isinstance(m, Request)]
+        assert kinds[-2:] == ["ACK", "BYE"]
+        assert n.a.s.terminated and n.b.s.terminated
+
+    def test_unanswered_offer_in_2xx_times_out(self) -> None:
+        n = Net()
+        n.invite(None)
+        n.call(n.b, lambda: n.b.s.answer(ANSWER, n.now))
+        n.advance(32.1)
+        assert n.a.acks_sent and n.a.requests("BYE")
+        assert terminal(n.a.events()) == [Ended(EndReason.NEGOTIATION_FAILED)]
+
+
+class TestDialogIndex:
+    def test_requests_and_responses_find_their_session(self) -> None:
+        from switch.sip.dialog import DialogIndex
+
+        n = connected()
+        index: DialogIndex[InviteSession] = DialogIndex()
+        for side in (n.a, n.b):
+            assert side.s.call_id and side.s.local_tag
+            index.add(side.s.call_id, side.s.local_tag, side.s)
+        n.call(n.a, lambda: n.a.s.info("text/plain", b"1", n.now))
+        info = n.b.received[-1]
+        assert isinstance(info, Request)
+        assert index.for_request(info) is n.b.s
+        ok = n.a.received[-1]
+        assert index.for_response(ok) is n.a.s  # type: ignore[arg-type]
+        stranger = parse_message(info.to_bytes().replace(
+            n.b.s.local_tag.encode(), b"unknown"))  # type: ignore[union-attr]
+        assert isinstance(stranger, Request)
+        assert index.for_request(stranger) is None
+        assert DialogIndex.is_in_dialog(stranger)
+        assert DialogIndex.no_dialog(stranger).status == 481
+        index.remove(n.b.s.call_id, n.b.s.local_tag)  # type: ignore[arg-type]
+        assert index.for_request(info) is None and len(index) == 1

@@ -95,6 +95,15 @@ class TestUasNegotiation:
         assert t.on_request(None, None, False) == Negotiated(900, True)
         assert t.response_headers() == [("Session-Expires", "900;refresher=uas")]
 
+    def test_mid_call_request_without_session_expires_keeps_the_refresher(self) -> None:
+        t = SessionTimer(SessionTimerConfig())
+        assert t.on_request(None, None, False) == Negotiated(1800, True)
+        # a later re-INVITE/UPDATE without Session-Expires (media change) changes nothing
+        assert t.on_request(None, None, True) == Negotiated(1800, True)
+        t2 = SessionTimer(SessionTimerConfig())
+        assert t2.on_request("1800", None, True) == Negotiated(1800, False)
+        assert t2.on_request(None, None, True) == Negotiated(1800, False)
+
     def test_interval_never_below_the_requests_min_se(self) -> None:
         t = SessionTimer(SessionTimerConfig(session_expires=600))
         result = t.on_request("3600", "1200", True)
