@@ -9,6 +9,7 @@ CANCEL, final responses are mapped, re-INVITE/UPDATE offers and INFO are relayed
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import structlog
@@ -51,6 +52,8 @@ class BridgedCall:
     caller: CallerIdentity
     called: str
     pending_offer: object | None = None   # token of the offer relayed and not yet answered
+    no_answer_timer: asyncio.TimerHandle | None = None
+    timed_out: bool = False
     ended: bool = False
     log: structlog.stdlib.BoundLogger = field(init=False)
 
@@ -75,8 +78,17 @@ class B2bua:
                       via=caller.gateway or caller.username)
         a.on_event(lambda leg, ev: self._from_a(call, ev))
         b.on_event(lambda leg, ev: self._from_b(call, ev))
+        call.no_answer_timer = self.ua.stack.loop.call_later(
+            self.ua.sip.no_answer_timeout_s, self._no_answer, call)
         if a.terminated:
             b.hangup()
+
+    def _no_answer(self, call: BridgedCall) -> None:
+        """Nobody answered within ``sip.no_answer_timeout_s``: CANCEL B, A gets 480."""
+        if not call.b.answered and not call.b.terminated:
+            call.timed_out = True
+            call.log.info("no answer, cancelling", timeout_s=self.ua.sip.no_answer_timeout_s)
+            call.b.hangup()
 
     # ------------------------------------------------------------------ A side
     def _from_a(self, call: BridgedCall, ev: LegEvent) -> None:
@@ -97,10 +109,14 @@ class B2bua:
         elif isinstance(ev, LegEarlyMedia):
             a.ring(183, ev.sdp, reliable=self._a_supports_100rel(a))
         elif isinstance(ev, LegAnswered):
+            if call.no_answer_timer is not None:
+                call.no_answer_timer.cancel()
             a.answer(ev.sdp)
         elif isinstance(ev, LegFailed):
             self._finish(call)
             status, reason = map_final_status(ev.status)
+            if call.timed_out:
+                status, reason = 480, "No Answer"
             if not a.terminated:
                 a.reject(status, reason or ev.reason)
         elif isinstance(ev, LegEnded):
@@ -141,6 +157,8 @@ class B2bua:
         return "100rel" in inv.supported or "100rel" in inv.require
 
     def _finish(self, call: BridgedCall) -> None:
+        if call.no_answer_timer is not None:
+            call.no_answer_timer.cancel()
         if not call.ended:
             call.ended = True
             self.calls.pop(id(call), None)

@@ -179,17 +179,26 @@ def _read(p: Path) -> str:
         return ""
 
 
-def uas(workdir: Path, scenario: str, *, port: int, transport: str = "u1",
+def _scenario_args(scenario: str | Path) -> list[str]:
+    """A file in scenarios/, an absolute path, or the name of a SIPp built-in scenario."""
+    s = str(scenario)
+    if s.endswith(".xml"):
+        p = Path(s)
+        return ["-sf", str(p if p.is_absolute() else SCENARIOS / p)]
+    return ["-sn", s]
+
+
+def uas(workdir: Path, scenario: str | Path, *, port: int, transport: str = "u1",
         extra: Sequence[str] = (), calls: int = 1, timeout_s: int = 30) -> Sipp:
-    scen = ["-sf", str(SCENARIOS / scenario)] if scenario.endswith(".xml") else ["-sn", scenario]
+    scen = _scenario_args(scenario)
     return Sipp(workdir, f"uas_{port}", [*scen, "-m", str(calls), "-timeout", f"{timeout_s}s",
                                          "-timeout_error", *extra], port=port, transport=transport)
 
 
-def uac(workdir: Path, scenario: str, target: str, *, port: int, service: str,
+def uac(workdir: Path, scenario: str | Path, target: str, *, port: int, service: str,
         transport: str = "u1", extra: Sequence[str] = (), calls: int = 1,
         timeout_s: int = 30) -> Sipp:
-    scen = ["-sf", str(SCENARIOS / scenario)] if scenario.endswith(".xml") else ["-sn", scenario]
+    scen = _scenario_args(scenario)
     return Sipp(workdir, f"uac_{port}", [target, *scen, "-s", service, "-m", str(calls),
                                          "-timeout", f"{timeout_s}s", "-timeout_error",
                                          "-recv_timeout", "20s", *extra],
