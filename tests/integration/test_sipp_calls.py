@@ -182,8 +182,8 @@ def test_dead_gateway_is_skipped_after_failed_options_probe(workdir: Path) -> No
                                           ("carrier", "udp", uas_port, "out")],
                       routes=[("+86", ["dead", "carrier"])], extra_sip="t1_ms = 50",
                       gateway_extra={"dead": "ping_interval_s = 1"}).replace(
-        'name = "dead"\naddress = "udp:127.0.0.1:%d"\nping_interval_s = 0' % dead_port,
-        'name = "dead"\naddress = "udp:127.0.0.1:%d"' % dead_port)
+        f'name = "dead"\naddress = "udp:127.0.0.1:{dead_port}"\nping_interval_s = 0',
+        f'name = "dead"\naddress = "udp:127.0.0.1:{dead_port}"')
     daemon = Daemon(cfg, workdir)
     callee = uas(workdir, "uas_basic.xml", port=uas_port, extra=("-mp", str(free_port())))
     caller = uac(workdir, "uac_basic.xml", f"127.0.0.1:{sip_port}", port=uac_port,
