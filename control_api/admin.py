@@ -249,7 +249,7 @@ def build_admin_router(ctx: ApiContext) -> APIRouter:
 
     @r.put("/play-files/{account}/{name}",
            openapi_extra={"requestBody": {"required": True, "content": {
-               "audio/wav": {"schema": {"type": "string", "format": "binary"}}}}})
+               "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
     async def upload_play_file(account: str, name: str, request: Request) -> dict[str, Any]:
         await _account(account)
         reason = check_name(name)
