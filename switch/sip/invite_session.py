@@ -35,6 +35,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import structlog
+
 from switch.sip.dialog import (
     Dialog,
     DialogError,
@@ -58,7 +60,7 @@ from switch.sip.prack import (
     parse_rack,
     parse_rseq,
 )
-from switch.sip.sdp_offer_state import OfferAnswer, OfferAnswerError, OfferState
+from switch.sip.sdp_offer_state import OfferAnswer, OfferAnswerError, OfferState, sdp_of
 from switch.sip.session_timer import (
     Negotiated,
     SessionTimer,
@@ -68,6 +70,13 @@ from switch.sip.session_timer import (
 from switch.sip.uri import NameAddr, SipUri
 
 SDP = "application/sdp"
+
+log = structlog.get_logger("voicecall.sip.session")
+
+
+def _sdp(msg: Request | Response) -> bytes:
+    """The SDP of a message (``b""`` if none): bodies of other types are not offers."""
+    return sdp_of(msg.headers.get("Content-Type"), msg.body) or b""
 
 # ---------------------------------------------------------------------------------------------
 # configuration
@@ -85,6 +94,9 @@ class SessionConfig:
     #: own retransmitter runs (``TransactionLayer.retransmit_2xx``); the session then only
     #: keeps its 64*T1 ACK deadline (or is told through :meth:`on_ack_not_received`).
     retransmit_2xx: bool = True
+    #: 401/407 to our INVITE: False → :class:`Failed`; True → :class:`AuthRequired` and the
+    #: application calls :meth:`InviteSession.authenticate` (or ``bye()``) within 64*T1.
+    auth_retry: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,6 +147,7 @@ class TimerKey(enum.StrEnum):
     BYE_GUARD = "bye-guard"                  # our own bound on TERMINATING
     ANSWER_WAIT = "answer-wait"              # the app must answer an offer in a 2xx (its
                                              # ACK is held) before the peer gives up: 64*T1
+    AUTH_WAIT = "auth-wait"                  # the app must answer a 401/407 within 64*T1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +235,15 @@ class Answered:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthRequired:
+    """UAC (``config.auth_retry``): our INVITE was challenged (401/407). Answer with
+    ``authenticate(headers)`` (e.g. ``[("Proxy-Authorization", ...)]`` from
+    ``switch.sip.digest``) or give up with ``bye()``."""
+
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
 class Confirmed:
     """UAS: the ACK for our 2xx to the initial INVITE arrived."""
 
@@ -280,7 +302,7 @@ class Ended:
 
 
 SessionEvent = (
-    Provisional | EarlyMedia | Answered | Confirmed | OfferReceived | AnswerReceived
+    Provisional | EarlyMedia | Answered | AuthRequired | Confirmed | OfferReceived | AnswerReceived
     | OfferRejected | InfoReceived | RefreshFailed | Failed | Ended
 )
 Effect = SendRequest | SendAck | SendCancel | SendResponse | StartTimer | CancelTimer | SessionEvent
@@ -420,6 +442,8 @@ class InviteSession:
         self._client: dict[tuple[str, int], _ClientRequest] = {}   # (remote tag, cseq)
         self._acks: dict[int, Request] = {}                         # INVITE CSeq → our ACK
         self._glare: tuple[str, bytes | None, _Purpose] | None = None
+        self._challenge: Response | None = None
+        self._auth_attempts = 0
         # UAS side
         self._uas_invite: _ServerRequest | None = None    # initial INVITE (until final)
         self._srv_reinvite: _ServerRequest | None = None  # incoming re-INVITE (until final)
@@ -433,7 +457,6 @@ class InviteSession:
         self._peer_requires_100rel = False
         self._bye_after_ack = False
         self._await: _AwaitAnswer | None = None
-        self._refresh_retry_at: float | None = None
 
     # =========================================================================================
     # construction
@@ -493,8 +516,8 @@ class InviteSession:
             self._final_reject(422, "Session Interval Too Small",
                                (("Min-SE", str(verdict.min_se)),))
             return
-        if invite.body:
-            self.oa.remote_offer(invite.body)
+        if _sdp(invite):
+            self.oa.remote_offer(_sdp(invite))
         next_seq = self._rng.randint(1, 2**16)
         self._rseq_base = self._rng.randint(1, 2**30)
         self._next_rseq = self._rseq_base
@@ -624,7 +647,25 @@ class InviteSession:
         self._cancel_invite(now)
         return self._take()
 
+    def authenticate(self, headers: Sequence[tuple[str, str]], now: float) -> list[Effect]:
+        """Re-send the INVITE with credentials after :class:`AuthRequired` (§22.2): same
+        Call-ID, From tag and offer, next CSeq, new branch. ``headers`` replace any
+        Authorization / Proxy-Authorization sent before."""
+        if self._challenge is None or self._inv is None:
+            raise SessionError("authenticate() needs a pending 401/407 challenge")
+        self._cancel(TimerKey.AUTH_WAIT)
+        self._auth_attempts += 1
+        creds = {"authorization", "proxy-authorization"}
+        self._extra = (*[(k, v) for k, v in self._extra if k.lower() not in creds], *headers)
+        self._resend_initial_invite(self._inv)
+        return self._take()
+
     def _cancel_invite(self, now: float) -> None:
+        if self._challenge is not None:
+            # nothing is pending on the wire: the challenge is our final answer
+            self._cancel(TimerKey.AUTH_WAIT)
+            self._fail_challenge()
+            return
         if self.state in (SessionState.CALLING, SessionState.EARLY) and not self._cancel_wanted:
             self._cancel_wanted = True
             if self._got_provisional:
@@ -972,6 +1013,7 @@ class InviteSession:
             TimerKey.CANCEL_GUARD: self._t_cancel_guard,
             TimerKey.BYE_GUARD: self._t_bye_guard,
             TimerKey.ANSWER_WAIT: self._t_answer_wait,
+            TimerKey.AUTH_WAIT: self._t_auth_wait,
         }[key]
         handler(now)
         return self._take()
@@ -1035,9 +1077,9 @@ class InviteSession:
         self._cancel(TimerKey.ACK_WAIT)
         assert self._dialog is not None
         if p.offer_in_2xx:
-            if ack.body:
-                self.oa.remote_answer(ack.body)
-                self._emit(AnswerReceived(ack.body, "ACK"))
+            if _sdp(ack):
+                self.oa.remote_answer(_sdp(ack))
+                self._emit(AnswerReceived(_sdp(ack), "ACK"))
             else:
                 # RFC 3261 §13.2.2.4 / RFC 6337: the answer had to be in the ACK.
                 self.oa.rollback()
@@ -1093,11 +1135,11 @@ class InviteSession:
             return
         srv = _ServerRequest(req, txn)
         self._update_peer_caps(req)
-        if req.body:
-            self.oa.remote_offer(req.body)
+        if _sdp(req):
+            self.oa.remote_offer(_sdp(req))
             self._srv_reinvite = srv
             self._await = _AwaitAnswer(_AnswerVia.INVITE_2XX, server=srv)
-            self._emit(OfferReceived(req.body, "INVITE"))
+            self._emit(OfferReceived(_sdp(req), "INVITE"))
         else:
             # Offer-less re-INVITE: we offer what is in force (RFC 3264 §8 "no change"),
             # the answer comes in the ACK.
@@ -1122,7 +1164,7 @@ class InviteSession:
         self._arm_session_timer(now)
 
     def _on_update(self, req: Request, txn: object, d: Dialog, now: float) -> None:
-        if req.body:
+        if _sdp(req):
             if self.oa.state is OfferState.LOCAL_OFFER_SENT:
                 self._emit(SendResponse(txn, make_response(req, 491, "Request Pending")))
                 return
@@ -1139,11 +1181,11 @@ class InviteSession:
             return
         self._update_peer_caps(req)
         srv = _ServerRequest(req, txn)
-        if req.body:
-            self.oa.remote_offer(req.body)
+        if _sdp(req):
+            self.oa.remote_offer(_sdp(req))
             self._srv_update = srv
             self._await = _AwaitAnswer(_AnswerVia.UPDATE_2XX, server=srv)
-            self._emit(OfferReceived(req.body, "UPDATE"))
+            self._emit(OfferReceived(_sdp(req), "UPDATE"))
         else:
             self._send_update_2xx(srv, None, now)
 
@@ -1173,9 +1215,9 @@ class InviteSession:
         self._stop_reliable(keep_queue=True)
         body = b""
         # An offer in a PRACK is not supported (it would need the answer in the 200).
-        if req.body and self.oa.state is OfferState.LOCAL_OFFER_SENT:
-            self.oa.remote_answer(req.body)
-            self._emit(AnswerReceived(req.body, "PRACK"))
+        if _sdp(req) and self.oa.state is OfferState.LOCAL_OFFER_SENT:
+            self.oa.remote_answer(_sdp(req))
+            self._emit(AnswerReceived(_sdp(req), "PRACK"))
         self._emit(SendResponse(txn, self._response(req, 200, None, [], body)))
         if self._rel_queue:
             q = self._rel_queue.popleft()
@@ -1251,13 +1293,30 @@ class InviteSession:
             resp.headers.get("Min-SE")
         ):
             # RFC 4028 §7.4: same Call-ID and From tag, a higher CSeq, larger interval.
-            self._early.clear()
-            self._send_initial_invite(inv.request.cseq.seq + 1, inv.offer)
+            self._log("422 Session Interval Too Small: retrying", interval=self.timer.requested)
+            self._resend_initial_invite(inv)
+            return
+        if status in (401, 407) and self.config.auth_retry and not self._cancel_wanted and (
+            self._auth_attempts < 2
+        ):
+            # §22.2 / §22.3: the application answers the challenge with authenticate()
+            inv.final = True
+            self._challenge = resp
+            self._start(TimerKey.AUTH_WAIT, now + 64 * self.config.t1)
+            self._emit(AuthRequired(resp))
             return
         inv.final = True
         self._inv = None
         self.oa.rollback()
         self._terminate(Failed(status, resp.reason, resp))
+
+    def _resend_initial_invite(self, inv: _ClientInvite) -> None:
+        """The same INVITE again with the next CSeq and a new branch (after 401/407/422)."""
+        self._early.clear()
+        self._got_provisional = False
+        self._cancel_sent = False
+        self._challenge = None
+        self._send_initial_invite(inv.request.cseq.seq + 1, inv.offer)
 
     def _on_early_provisional(self, resp: Response, tag: str, now: float) -> None:
         assert self._initial_invite is not None
@@ -1283,7 +1342,7 @@ class InviteSession:
         if leg.dialog.remote_target == self._initial_invite.uri:
             leg.dialog.update_target(resp)
         self._emit(Provisional(resp))
-        body = resp.body
+        body = _sdp(resp)
         if not reliable:
             if body and body != leg.last_sdp:
                 leg.last_sdp = body
@@ -1341,7 +1400,7 @@ class InviteSession:
         if resp.headers.get("Allow") is not None:
             self._peer_allow = header_tokens(resp, "Allow")
         self._peer_supports = header_tokens(resp, "Supported")
-        body = resp.body
+        body = _sdp(resp)
         if self._cancel_wanted:
             # We wanted out; the 2xx crossed our CANCEL: ACK it and BYE (§15, §9.1).
             self._send_ack(d, inv, None)
@@ -1353,6 +1412,11 @@ class InviteSession:
         st = self.oa.state
         answer: bytes | None = None
         if st is OfferState.LOCAL_OFFER_SENT:
+            if not body and leg is not None and leg.last_sdp:
+                # Interop: some gateways put the answer only in an unreliable 183 and send
+                # the 2xx bare. RFC 3261 wants it repeated; we take the 183's rather than
+                # tearing the call down.
+                body = leg.last_sdp
             if not body:
                 self._send_ack(d, inv, None)
                 self.oa.rollback()
@@ -1386,7 +1450,11 @@ class InviteSession:
         self._emit(Answered(resp, answer))
 
     def _send_ack(self, d: Dialog, inv: _ClientInvite, sdp: bytes | None) -> None:
-        ack = d.create_request("ACK", cseq=inv.request.cseq.seq, body=sdp or b"")
+        # §13.2.2.4: the ACK carries the INVITE's credentials
+        creds = [(name, value) for name in ("Authorization", "Proxy-Authorization")
+                 for value in inv.request.headers.get_all(name)]
+        ack = d.create_request("ACK", cseq=inv.request.cseq.seq, body=sdp or b"",
+                               extra_headers=creds)
         inv.ack = ack
         # kept for 2xx retransmissions after the INVITE is forgotten (§13.2.2.4); the last
         # two are enough since a new INVITE waits for the previous one to complete
@@ -1448,7 +1516,7 @@ class InviteSession:
                 self._send_ack(d, inv, None)
                 self._inv = None
                 return
-            body = resp.body
+            body = _sdp(resp)
             if inv.offer is not None:
                 self._send_ack(d, inv, None)
                 self._inv = None
@@ -1478,6 +1546,7 @@ class InviteSession:
         if self.state is not SessionState.CONFIRMED:
             return
         if status == 491:
+            self._log("re-INVITE glare (491), backing off")
             self._schedule_glare_retry("INVITE", inv.offer, inv.purpose, now)
         elif status == 422 and self.timer.on_422(resp.headers.get("Min-SE")):
             self._send_reinvite(inv.offer, inv.purpose, now, ())
@@ -1498,9 +1567,9 @@ class InviteSession:
                 d.update_target(resp)
             self._update_peer_caps(resp)
             if c.offer is not None:
-                if resp.body and self.oa.state is OfferState.LOCAL_OFFER_SENT:
-                    self.oa.remote_answer(resp.body)
-                    self._emit(AnswerReceived(resp.body, "UPDATE"))
+                if _sdp(resp) and self.oa.state is OfferState.LOCAL_OFFER_SENT:
+                    self.oa.remote_answer(_sdp(resp))
+                    self._emit(AnswerReceived(_sdp(resp), "UPDATE"))
                 else:
                     self.oa.rollback()
                     self._emit(OfferRejected(status, "UPDATE", resp))
@@ -1510,6 +1579,7 @@ class InviteSession:
         if c.offer is not None:
             self.oa.rollback()
         if status == 491:
+            self._log("UPDATE glare (491), backing off")
             self._schedule_glare_retry("UPDATE", c.offer, c.purpose, now)
         elif status == 422 and self.timer.on_422(resp.headers.get("Min-SE")):
             self._send_update(c.offer, c.purpose, now, ())
@@ -1638,6 +1708,8 @@ class InviteSession:
             return
         # RFC 4028 §7.4/§10: UPDATE (no body) when the peer allows it, else a re-INVITE
         # with the SDP in force.
+        self._log("session refresh", method="UPDATE" if "update" in self._peer_allow
+                  else "INVITE")
         if "update" in self._peer_allow:
             self._send_update(None, _Purpose.REFRESH, now, ())
         else:
@@ -1655,6 +1727,18 @@ class InviteSession:
         inv.final = True
         self._inv = None
         self._terminate(Failed(487, "Request Terminated (no final response to CANCEL)", None))
+
+    def _t_auth_wait(self, now: float) -> None:
+        if self._challenge is not None:
+            self._fail_challenge()
+
+    def _fail_challenge(self) -> None:
+        resp = self._challenge
+        assert resp is not None
+        self._challenge = None
+        self._inv = None
+        self.oa.rollback()
+        self._terminate(Failed(resp.status, resp.reason, resp))
 
     def _t_answer_wait(self, now: float) -> None:
         a = self._await
@@ -1878,7 +1962,14 @@ class InviteSession:
     def _final_event(self, ev: Failed | Ended) -> None:
         if not self._terminal_sent:
             self._terminal_sent = True
+            if isinstance(ev, Failed):
+                self._log("session failed", status=ev.status, reason=ev.reason)
+            else:
+                self._log("session ended", reason=ev.reason.value, status=ev.status)
             self._emit(ev)
+
+    def _log(self, event: str, **kw: object) -> None:
+        log.info(event, call_id=self.call_id, leg=self.role.value, state=self.state.value, **kw)
 
     def _terminate(self, ev: Failed | Ended | None, *, keep_state: bool = False) -> None:
         """Everything stops. ``ev`` is the terminal event (emitted once per session)."""
@@ -1920,6 +2011,7 @@ class InviteSession:
 __all__ = [
     "AnswerReceived",
     "Answered",
+    "AuthRequired",
     "CancelTimer",
     "Confirmed",
     "EarlyMedia",

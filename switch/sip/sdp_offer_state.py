@@ -94,3 +94,61 @@ class OfferAnswer:
         self.pending_local_offer = None
         self.pending_remote_offer = None
         self.state = OfferState.IDLE
+
+
+def sdp_of(content_type: str | None, body: bytes) -> bytes | None:
+    """The session description in a message body, or None when there is none.
+
+    ``application/sdp`` (or no Content-Type with a non-empty body, as sloppy peers send) is
+    the body itself. ``multipart/mixed`` and friends — SIP-I gateways put ISUP next to the
+    SDP (RFC 3204, RFC 5621) — yield the ``application/sdp`` part. Any other type is not
+    an offer or answer (RFC 3261 §13.2.1 only counts session descriptions).
+    """
+    if not body:
+        return None
+    if content_type is None:
+        return body
+    ctype, _, params = content_type.partition(";")
+    ctype = ctype.strip().lower()
+    if ctype == "application/sdp":
+        return body
+    if not ctype.startswith("multipart/"):
+        return None
+    boundary = _boundary(params)
+    if not boundary:
+        return None
+    return _sdp_part(body, boundary.encode())
+
+
+def _boundary(params: str) -> str | None:
+    for p in params.split(";"):
+        name, _, value = p.partition("=")
+        if name.strip().lower() == "boundary":
+            return value.strip().strip('"') or None
+    return None
+
+
+def _sdp_part(body: bytes, boundary: bytes) -> bytes | None:
+    delimiter = b"--" + boundary
+    for chunk in body.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            break  # close-delimiter
+        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk.lstrip(b"\n")
+        head, sep, content = chunk.partition(b"\r\n\r\n")
+        if not sep:
+            head, sep, content = chunk.partition(b"\n\n")
+        if not sep:
+            continue
+        part_type = b""
+        for line in head.splitlines():
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-type":
+                part_type = value.split(b";")[0].strip().lower()
+        # the CRLF before the next delimiter belongs to the delimiter (RFC 2046 §5.1.1)
+        if content.endswith(b"\r\n"):
+            content = content[:-2]
+        elif content.endswith(b"\n"):
+            content = content[:-1]
+        if part_type == b"application/sdp" and content:
+            return content
+    return None

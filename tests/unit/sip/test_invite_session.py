@@ -535,3 +535,89 @@ class TestDialogIndex:
         assert DialogIndex.no_dialog(stranger).status == 481
         index.remove(n.b.s.call_id, n.b.s.local_tag)  # type: ignore[arg-type]
         assert index.for_request(info) is None and len(index) == 1
+
+
+class TestInterop:
+    def test_bare_2xx_after_unreliable_183_with_sdp_uses_the_183_answer(self) -> None:
+        n = Net()
+        n.invite(OFFER)
+        n.call(n.b, lambda: n.b.s.provisional(183, n.now, sdp=ANSWER))
+        ok = parse_message(n.b.s.answer(ANSWER, n.now)[0].response.to_bytes()  # type: ignore[union-attr]
+                           .replace(b"Content-Type: application/sdp\r\n", b"")
+                           .replace(ANSWER, b"").replace(b"Content-Length: 14", b"Content-Length: 0"))
+        n.apply(n.a, n.a.s.on_response(ok, n.now))  # type: ignore[arg-type]
+        assert n.a.s.state is SessionState.CONFIRMED
+        assert n.a.s.remote_sdp == ANSWER
+
+    def test_multipart_invite_offer_is_the_sdp_part(self) -> None:
+        from switch.sip.sdp_offer_state import sdp_of
+
+        body = (b"--unique-boundary-1\r\nContent-Type: application/sdp\r\n\r\nv=0 offer\r\n"
+                b"\r\n--unique-boundary-1\r\nContent-Type: application/ISUP;version=itu-t92+\r\n"
+                b"Content-Disposition: signal;handling=optional\r\n\r\n\x01\x00\x49\r\n"
+                b"--unique-boundary-1--\r\n")
+        ctype = 'multipart/mixed; boundary="unique-boundary-1"'
+        assert sdp_of(ctype, body) == b"v=0 offer\r\n"
+        assert sdp_of("application/sdp", b"v=0\r\n") == b"v=0\r\n"
+        assert sdp_of("application/isup", b"\x01") is None
+        assert sdp_of(None, b"") is None
+        n = Net()
+        n.invite(None, extra_headers=[("Content-Type", ctype)])
+        n.b.session = None
+        # hand b an INVITE whose body is the multipart one
+        inv = n.a.requests("INVITE")[0]
+        raw = inv.to_bytes().replace(b"Content-Length: 0", f"Content-Length: {len(body)}".encode())
+        msg = parse_message(raw + body)
+        assert isinstance(msg, Request)
+        s, _ = InviteSession.uas(msg, "t", 0.0, n.b_cfg)
+        assert s.remote_offer == b"v=0 offer\r\n"
+
+
+class TestAuthRetry:
+    def challenged(self) -> Net:
+        cfg = SessionConfig(local=endpoint("alice", "10.0.0.1"), auth_retry=True)
+        n = Net(a_cfg=cfg)
+        n.invite(OFFER)
+        n.call(n.b, lambda: n.b.s.reject(
+            407, n.now, headers=[("Proxy-Authenticate", 'Digest realm="gw", nonce="n1"')]))
+        return n
+
+    def test_challenge_answered_with_credentials(self) -> None:
+        from switch.sip.invite_session import AuthRequired
+
+        n = self.challenged()
+        [challenge] = n.a.events(AuthRequired)
+        assert challenge.response.status == 407  # type: ignore[attr-defined]
+        assert not terminal(n.a.events())
+        creds = 'Digest username="alice", realm="gw", nonce="n1", response="abc"'
+        n.call(n.a, lambda: n.a.s.authenticate([("Proxy-Authorization", creds)], n.now))
+        first, second = n.a.requests("INVITE")
+        assert second.cseq.seq == first.cseq.seq + 1
+        assert second.call_id == first.call_id and second.from_.tag == first.from_.tag
+        assert second.top_via.branch != first.top_via.branch
+        assert second.headers.get("Proxy-Authorization") == creds
+        assert second.body == OFFER
+        n.call(n.b, lambda: n.b.s.answer(ANSWER, n.now))
+        assert n.a.s.state is SessionState.CONFIRMED
+        assert n.a.acks_sent[0].headers.get("Proxy-Authorization") == creds  # §13.2.2.4
+
+    def test_unanswered_challenge_fails_after_64_t1(self) -> None:
+        n = self.challenged()
+        n.advance(32.1)
+        [failed] = terminal(n.a.events())
+        assert isinstance(failed, Failed) and failed.status == 407
+        assert n.a.s.terminated and n.a.timers == {}
+
+    def test_bye_during_challenge_fails_at_once(self) -> None:
+        n = self.challenged()
+        n.call(n.a, lambda: n.a.s.bye(n.now))
+        [failed] = terminal(n.a.events())
+        assert isinstance(failed, Failed) and failed.status == 407
+        assert n.a.s.terminated
+
+    def test_without_auth_retry_a_challenge_is_a_failure(self) -> None:
+        n = Net()
+        n.invite(OFFER)
+        n.call(n.b, lambda: n.b.s.reject(401, n.now))
+        [failed] = terminal(n.a.events())
+        assert isinstance(failed, Failed) and failed.status == 401

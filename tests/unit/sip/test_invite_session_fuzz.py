@@ -14,11 +14,12 @@ from switch.sip.invite_session import (
     Ended,
     Failed,
     InviteSession,
+    SessionConfig,
     SessionError,
     SessionState,
 )
 
-from .test_invite_session_kit import Net, Side
+from .test_invite_session_kit import Net, Side, endpoint
 
 SDPS = [b"v=0 s1\r\n", b"v=0 s2\r\n", b"v=0 s3\r\n"]
 
@@ -27,7 +28,7 @@ OPS = st.one_of(
     st.tuples(st.sampled_from(["a", "b"]), st.sampled_from([
         "provisional", "provisional_rel", "provisional_sdp", "answer", "answer_none",
         "reject", "cancel", "reinvite", "reinvite_none", "update", "update_none", "info",
-        "accept_offer", "reject_offer", "bye",
+        "accept_offer", "reject_offer", "bye", "reject_auth", "authenticate",
     ])),
 )
 
@@ -54,6 +55,8 @@ def act(n: Net, side: Side, op: str, k: int) -> None:
         "accept_offer": lambda: s.accept_offer(sdp, now),
         "reject_offer": lambda: s.reject_offer(now),
         "bye": lambda: s.bye(now),
+        "reject_auth": lambda: s.reject(407, now),
+        "authenticate": lambda: s.authenticate([("Proxy-Authorization", "Digest x")], now),
     }
     try:
         n.call(side, calls[op])
@@ -79,7 +82,8 @@ def test_random_orders_never_raise_and_bye_always_terminates(
     answer_first: str | None,
 ) -> None:
     rnd = random.Random(seed)
-    n = Net(seed=seed, drop=lambda m: loss > 0 and rnd.random() < loss)
+    a_cfg = SessionConfig(local=endpoint("alice", "10.0.0.1"), auth_retry=True)
+    n = Net(a_cfg, seed=seed, drop=lambda m: loss > 0 and rnd.random() < loss)
     n.invite(None if offerless else SDPS[0])
     if answer_first is not None:
         # most interesting orders happen in an established call: get there first
