@@ -42,6 +42,7 @@ from switch.sip.dialog import (
     DialogError,
     DialogId,
     LocalEndpoint,
+    first_contact,
     header_tokens,
     make_headers,
     new_branch,
@@ -498,6 +499,11 @@ class InviteSession:
         ours = {REL100} if self.config.prack is not PrackMode.DISABLED else set()
         if self.config.timer.enabled:
             ours.add("timer")
+        if first_contact(invite) is None:
+            # §8.1.1.8: an INVITE must carry exactly one Contact; we could not reach the
+            # caller with BYE or re-INVITE without it.
+            self._final_reject(400, "Missing Contact", ())
+            return
         unsupported = sorted(require - ours)
         if unsupported:
             # §8.2.2.3
@@ -847,7 +853,7 @@ class InviteSession:
             ("Record-Route", rr) for rr in self._initial_invite.headers.get_all("Record-Route")
         ]
         items += [("Contact", f"<{local.contact}>"), ("Allow", ", ".join(local.allow))]
-        supported = self._supported_tags(initial=False)
+        supported = self._supported_tags(initial=True)
         if supported:
             items.append(("Supported", ", ".join(supported)))
         if local.user_agent:

@@ -621,3 +621,17 @@ class TestAuthRetry:
         n.call(n.b, lambda: n.b.s.reject(401, n.now))
         [failed] = terminal(n.a.events())
         assert isinstance(failed, Failed) and failed.status == 401
+
+
+def test_invite_without_contact_gets_400() -> None:
+    n = Net()
+    n.invite()
+    inv = n.b.received[0]
+    assert isinstance(inv, Request)
+    raw = b"\r\n".join(line for line in inv.to_bytes().split(b"\r\n")
+                       if not line.startswith(b"Contact:"))
+    msg = parse_message(raw)
+    assert isinstance(msg, Request)
+    s, effects = InviteSession.uas(msg, "t", 0.0, n.b_cfg)
+    assert [e.response.status for e in effects if isinstance(e, SendResponse)] == [400]
+    assert s.terminated

@@ -64,6 +64,7 @@ class Side:
     sent: list[Request | Response] = field(default_factory=list)
     received: list[Request | Response] = field(default_factory=list)
     acks_sent: list[Request] = field(default_factory=list)
+    previous: list[list[Effect]] = field(default_factory=list)  # effects of replaced sessions
 
     def events(self, kind: type | None = None) -> list[object]:
         wire_types = (SendRequest, SendAck, SendCancel, SendResponse, StartTimer, CancelTimer)
@@ -232,6 +233,11 @@ class Net:
                 if msg.method != "INVITE" or txn is None:
                     return
                 self.b_txns.append(txn)
+                if dst.session is not None:
+                    # a new session: keep the old one's history apart
+                    dst.previous.append(dst.effects)
+                    dst.effects = []
+                    dst.timers = {}
                 session, effects = InviteSession.uas(
                     msg, txn, self.now, self.b_cfg, rng=random.Random(self.seed + 1))
                 dst.session = session

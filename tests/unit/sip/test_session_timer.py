@@ -117,7 +117,7 @@ class TestFlows:
         n.invite(OFFER)
         [r422] = n.b.responses(422)
         assert r422.headers.get("Min-SE") == "1200"
-        assert [e for e in n.b.events() if isinstance(e, Ended)] == [
+        assert [e for e in n.b.previous[0] if isinstance(e, Ended)] == [
             Ended(EndReason.REJECTED, 422)]
         first = n.a.requests("INVITE")[0]
         # the UAC retried at once when the 422 arrived (RFC 4028 §7.4)
