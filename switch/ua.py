@@ -110,20 +110,21 @@ class UserAgent:
         return LocalEndpoint(contact=contact, via_transport=transport.upper(),
                              user_agent=self.sip.user_agent, allow=ALLOW)
 
-    def session_config(self, transport: str, user: str | None = None) -> inv.SessionConfig:
+    def session_config(self, transport: str, user: str | None = None, *,
+                       auth_retry: bool = False) -> inv.SessionConfig:
         s = self.stack.settings
         return inv.SessionConfig(local=self.local_endpoint(transport, user), t1=s.t1, t2=s.t2,
                                  prack=PrackMode.SUPPORTED, timer=self.timer_config,
-                                 retransmit_2xx=True)
+                                 retransmit_2xx=True, auth_retry=auth_retry)
 
     def _register_leg(self, leg: Leg, session: inv.InviteSession) -> None:
-        tag = getattr(session, "_local_tag", None)
+        tag = session.local_tag
         call_id = session.call_id
         if tag and call_id:
             self.legs[(call_id, tag)] = leg
 
     def _forget_later(self, leg: Leg, session: inv.InviteSession, adapter: SessionAdapter) -> None:
-        tag = getattr(session, "_local_tag", None)
+        tag = session.local_tag
         call_id = session.call_id
 
         def forget() -> None:
@@ -395,16 +396,16 @@ class _Attempts:
         self.display_name = display_name
         self.sdp = sdp
         self.headers = headers
-        self.auth_tries = 0
         self.provisional_seen = False
 
     def start(self) -> None:
-        self._attempt(extra=())
+        self._attempt()
 
-    def _attempt(self, extra: tuple[tuple[str, str], ...], call_id: str | None = None) -> None:
+    def _attempt(self) -> None:
         ua, t = self.ua, self.targets[self.index]
         transport = t.peer.transport if t.peer is not None else "udp"
-        config = ua.session_config(transport, user=self.from_number.lstrip("+") or None)
+        config = ua.session_config(transport, user=self.from_number.lstrip("+") or None,
+                                   auth_retry=bool(t.gateway is not None and t.gateway.username))
         session = inv.InviteSession.uac(config)
         adapter = SessionAdapter(ua.stack, session, self._on_session_event, peer_override=t.peer)
         self.leg.adapter = adapter
@@ -412,8 +413,8 @@ class _Attempts:
                                                  host=ua.sip.advertise))
         to = NameAddr(None, dataclasses.replace(t.request_uri, params=()))
         effects = session.invite(request_uri=t.request_uri, from_=frm, to=to, sdp=self.sdp,
-                                 now=ua.now, call_id=call_id or self.leg.call_id,
-                                 extra_headers=self.headers + extra)
+                                 now=ua.now, call_id=self.leg.call_id,
+                                 extra_headers=self.headers)
         self.leg.call_id = session.call_id or self.leg.call_id
         ua._register_leg(self.leg, session)
         adapter.run(effects)
@@ -421,13 +422,11 @@ class _Attempts:
     def _on_session_event(self, ev: inv.SessionEvent) -> None:
         if isinstance(ev, inv.Provisional | inv.EarlyMedia):
             self.provisional_seen = True
+        if isinstance(ev, inv.AuthRequired):
+            self._answer_challenge(ev.response)
+            return
         if isinstance(ev, inv.Failed):
             t = self.targets[self.index]
-            if (t.gateway is not None and ev.status in (401, 407) and ev.response is not None
-                    and t.gateway.username and self.auth_tries < 2
-                    and not self.leg._hangup_requested
-                    and self._retry_with_credentials(ev.response, t.gateway)):
-                return
             if t.gateway is not None and ev.status in (408, 503) and ev.response is None:
                 h = self.ua.health.get(t.gateway.name)
                 if h is not None and h.call_timed_out(self.ua.now):
@@ -437,27 +436,30 @@ class _Attempts:
                 log.info("failover", call_id=self.leg.call_id, failed=t.label,
                          status=ev.status, next=self.targets[self.index + 1].label)
                 self.index += 1
-                self.auth_tries = 0
                 self.leg.call_id = f"{secrets.token_hex(10)}@{self.ua.sip.advertise}"
-                self._attempt(extra=())
+                self._attempt()
                 return
         self.leg.session_event(ev)
 
-    def _retry_with_credentials(self, resp: Response, gw: GatewayConfig) -> bool:
+    def _answer_challenge(self, resp: Response) -> None:
+        """401/407 from a gateway: answer with its credentials (§22.2); the session re-sends
+        the INVITE with the same Call-ID and From tag and the next CSeq."""
+        adapter = self.leg.adapter
+        target = self.targets[self.index]
+        gw = target.gateway
+        if adapter is None:
+            return
+        session = adapter.session
         header = "Proxy-Authenticate" if resp.status == 407 else "WWW-Authenticate"
-        answer_header = "Proxy-Authorization" if resp.status == 407 else "Authorization"
-        challenges = resp.headers.get_all(header)
-        session = self.leg.adapter.session if self.leg.adapter else None
-        invite = getattr(session, "_initial_invite", None)
-        if not challenges or invite is None:
-            return False
-        client = DigestClient(gw.username, gw.password)
-        value = client.respond(challenges, "INVITE", str(invite.uri), invite.body)
-        if value is None:
-            return False
-        self.auth_tries += 1
-        self._attempt(extra=((answer_header, value),), call_id=invite.call_id)
-        return True
+        value = None
+        if gw is not None:
+            value = DigestClient(gw.username, gw.password).respond(
+                resp.headers.get_all(header), "INVITE", str(target.request_uri), self.sdp or b"")
+        if value is None or self.leg._hangup_requested:
+            adapter.run(session.bye(adapter.now))
+            return
+        name = "Proxy-Authorization" if resp.status == 407 else "Authorization"
+        adapter.run(session.authenticate([(name, value)], adapter.now))
 
 
 async def send_options(stack: SipStack, ua: UserAgent, gw: GatewayConfig,

@@ -105,6 +105,8 @@ def test_gateway_digest_challenge_is_answered(workdir: Path, scenario: str) -> N
     assert r_uas.ok, r_uas.explain() + log[-3000:]
     assert r_uac.ok, r_uac.explain() + log[-3000:]
     assert r_uas.count("Authorization: Digest") >= 1
+    # §22.2: the retry keeps Call-ID and From tag and takes the next CSeq.
+    assert r_uas.count(r"CSeq: 2 INVITE") >= 1
 
 
 def test_gateway_reinvite_and_update_mid_call_are_relayed(workdir: Path) -> None:
