@@ -125,6 +125,8 @@ _WELL_KNOWN = [
 
 _CANONICAL: dict[str, str] = {n.lower(): n for n in _WELL_KNOWN}
 _CANONICAL.update(COMPACT_FORMS)
+# lower-case name → (canonical name, lookup key): one dict hit per parsed header line
+_CANON_KEYS: dict[str, tuple[str, str]] = {k: (v, v.lower()) for k, v in _CANONICAL.items()}
 
 # Header fields whose grammar is a comma-separated list (RFC 3261 §7.3.1); Contact "*"
 # and the name-addr forms are split respecting quotes and <>.
@@ -206,12 +208,10 @@ class Headers:
     # -- reading -----------------------------------------------------------------------
     def get(self, name: str, default: str | None = None) -> str | None:
         """Raw value of the first field called ``name`` (compact forms accepted)."""
-        key = _key(name)
-        keys = self._keys
-        for i in range(len(keys)):
-            if keys[i] == key:
-                return self._items[i][1]
-        return default
+        try:
+            return self._items[self._keys.index(_key(name))][1]
+        except ValueError:
+            return default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``; list-valued fields are split on commas."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from switch.sip.headers import Headers
 from switch.sip.uri import (
@@ -288,30 +288,40 @@ class _MessageBase:
         return int(v) if v.isdigit() and v.isascii() and len(v) <= 10 else None
 
     # -- changes -----------------------------------------------------------------------
-    def with_header(self, name: str, value: str) -> Any:
-        """Copy with every ``name`` field replaced by one field ``value``."""
-        return dataclasses.replace(self, headers=self.headers.set(name, value))  # type: ignore[type-var]
+    def _replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
-    def with_headers(self, items: Iterable[tuple[str, str]] = (), **_: Any) -> Any:
-        """Copy with each ``(name, value)`` set (replacing existing fields of that name)."""
+    def with_header(self, name: str, value: str) -> Self:
+        """Copy with every ``name`` field replaced by one field ``value`` (at the first
+        one's position; appended when absent)."""
+        return self._replace(headers=self.headers.set(name, value))
+
+    def with_headers(self, items: Iterable[tuple[str, str]] = (), /, **fields: str) -> Self:
+        """Copy with each field set (replacing existing fields of that name). Keyword
+        names use ``_`` for ``-``: ``msg.with_headers(Max_Forwards="69", Subject="x")``."""
         h = self.headers
         for n, v in items:
             h = h.set(n, v)
-        return dataclasses.replace(self, headers=h)  # type: ignore[type-var]
+        for n, v in fields.items():
+            h = h.set(n.replace("_", "-"), v)
+        return self._replace(headers=h)
 
-    def adding_header(self, name: str, value: str) -> Any:
-        return dataclasses.replace(self, headers=self.headers.add(name, value))  # type: ignore[type-var]
+    def adding_header(self, name: str, value: str) -> Self:
+        """Copy with one more ``name`` field after all others."""
+        return self._replace(headers=self.headers.add(name, value))
 
-    def without_header(self, name: str) -> Any:
-        return dataclasses.replace(self, headers=self.headers.remove(name))  # type: ignore[type-var]
+    def without_header(self, name: str) -> Self:
+        return self._replace(headers=self.headers.remove(name))
 
-    def with_body(self, body: bytes, content_type: str | None = None) -> Any:
+    def with_body(self, body: bytes, content_type: str | None = None) -> Self:
+        """Copy with ``body``; sets Content-Type when given, drops it for an empty body.
+        Content-Length is always computed by :meth:`to_bytes`."""
         h = self.headers
         if content_type is not None:
             h = h.set("Content-Type", content_type)
         elif not body:
             h = h.remove("Content-Type")
-        return dataclasses.replace(self, headers=h, body=body)  # type: ignore[type-var]
+        return self._replace(headers=h, body=body)
 
     # -- serialisation -----------------------------------------------------------------
     def _start_line(self) -> str:

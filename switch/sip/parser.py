@@ -27,7 +27,7 @@ RFC 3261 §8.2 are :func:`switch.sip.validate.check_request`'s job.
 
 from __future__ import annotations
 
-from switch.sip.headers import _CANONICAL, Headers
+from switch.sip.headers import _CANON_KEYS, Headers
 from switch.sip.message import Request, Response
 from switch.sip.uri import (
     TOKEN_CHARS,
@@ -74,6 +74,8 @@ def parse_message(data: bytes, *, max_size: int = MAX_SIZE) -> Request | Respons
     """
     if len(data) > max_size:
         raise SipParseError("Message Too Large", status=513)
+    if not isinstance(data, bytes):  # bytearray / memoryview from a transport buffer
+        data = bytes(data)
     start = 0
     n = len(data)
     while data.startswith(b"\r\n", start):
@@ -108,6 +110,8 @@ def parse_message(data: bytes, *, max_size: int = MAX_SIZE) -> Request | Respons
         lines = text.replace("\r\n", "\n").split("\n")
         if any("\r" in ln for ln in lines):
             raise SipParseError("Bare CR in header section", is_response=text[:4] == "SIP/")
+    if len(lines) > 4 * MAX_HEADERS:  # cheap bound before any per-line work
+        raise SipParseError("Too many header fields", is_response=text[:4] == "SIP/")
     start_line = lines[0]
     if len(start_line) > MAX_LINE:
         raise SipParseError("Start line too long")
@@ -118,7 +122,7 @@ def parse_message(data: bytes, *, max_size: int = MAX_SIZE) -> Request | Respons
     items: list[tuple[str, str]] = []
     keys: list[str] = []
     error: str | None = None
-    canon = _CANONICAL
+    canon = _CANON_KEYS
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
             if not items:
@@ -126,27 +130,29 @@ def parse_message(data: bytes, *, max_size: int = MAX_SIZE) -> Request | Respons
                 continue
             name, value = items[-1]
             cont = line.strip(" \t")
-            folded = f"{value} {cont}" if value else cont
+            folded = f"{value} {cont}" if value and cont else value or cont
             if len(folded) > MAX_LINE:
                 raise SipParseError("Header line too long", is_response=is_response)
             items[-1] = (name, folded)
             continue
         name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not name or not TOKEN_CHARS.issuperset(name):
+        if not colon:
             error = error or "Malformed header line"
             continue
         if len(line) > MAX_LINE:
             raise SipParseError("Header line too long", is_response=is_response)
-        low = name.lower()
-        c = canon.get(low)
-        if c is not None:
-            name = c
-            low = c.lower()
-        items.append((name, value.strip(" \t")))
-        keys.append(low)
-        if len(items) > MAX_HEADERS:
-            raise SipParseError("Too many header fields", is_response=is_response)
+        ck = canon.get(name.lower())  # fast path: a well-known name, no LWS before ":"
+        if ck is None:
+            name = name.rstrip(" \t")
+            if not name or not TOKEN_CHARS.issuperset(name):
+                error = error or "Malformed header line"
+                continue
+            low = name.lower()
+            ck = canon.get(low) or (name, low)
+        items.append((ck[0], value.strip(" \t")))
+        keys.append(ck[1])
+    if len(items) > MAX_HEADERS:
+        raise SipParseError("Too many header fields", is_response=is_response)
     headers = Headers._trusted(tuple(items), tuple(keys))
 
     # -- body (Content-Length) -------------------------------------------------------

@@ -23,6 +23,7 @@ SIP URIs.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -94,6 +95,13 @@ _WS = " \t"
 # RFC 3261 §19.1.2: ``reserved`` characters stay escaped when URIs are compared.
 _RESERVED = frozenset(";/?:@&=+$,")
 _TEL_VISUAL = str.maketrans("", "", "-.()")
+_HOSTPORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]+))?")
+_TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"
+# sent-protocol and sent-by of a Via (LWS allowed around "/" and ":", RFC 3261 §20.42)
+_VIA_RE = re.compile(
+    rf"[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?:[ \t]*:[ \t]*([0-9]+))?[ \t]*"
+)
 
 
 def is_token(text: str) -> bool:
@@ -442,31 +450,18 @@ def _parse_sip_uri(scheme: str, rest: str) -> SipUri:
         if not user or not _LENIENT_USER.issuperset(user):
             raise SipParseError("Bad URI user part")
         _check_escapes(user, "URI user part")
-    # hostport
-    if rest.startswith("["):
-        close = rest.find("]")
-        if close < 0:
+    # hostport (one linear regex: disjoint character classes, nothing to backtrack into)
+    m = _HOSTPORT_RE.match(rest)
+    if m is None:
+        raise SipParseError("Bad URI host")
+    host = m.group(1)
+    if host[0] == "[":
+        host = host[1:-1]
+        if ":" not in host:
             raise SipParseError("Bad IPv6 reference")
-        host = rest[1:close]
-        if not host or not _IPV6_CHARS.issuperset(host) or ":" not in host:
-            raise SipParseError("Bad IPv6 reference")
-        i = close + 1
-    else:
-        i = 0
-        n = len(rest)
-        while i < n and rest[i] in _HOST_CHARS:
-            i += 1
-        host = rest[:i]
-        if not host:
-            raise SipParseError("Bad URI host")
-    port: int | None = None
-    tail = rest[i:]
-    if tail.startswith(":"):
-        j = 1
-        while j < len(tail) and tail[j].isdigit():
-            j += 1
-        port = _parse_port(tail[1:j])
-        tail = tail[j:]
+    port_text = m.group(2)
+    port = None if port_text is None else _parse_port(port_text)
+    tail = rest[m.end() :]
     headers: tuple[tuple[str, str], ...] = ()
     ptext, q, htext = tail.partition("?")
     if q:
@@ -755,50 +750,14 @@ class Via:
 def parse_via(value: str) -> Via:
     """One via-parm: ``SIP / 2.0 / UDP host[:port] *(;param)`` with LWS allowed around the
     slashes (RFC 4475 §3.1.1.1) and an RFC 2543 comment ignored."""
-    s = value
-    slash1 = s.find("/")
-    slash2 = s.find("/", slash1 + 1) if slash1 >= 0 else -1
-    if slash2 < 0:
-        raise SipParseError("Bad Via (sent-protocol)")
-    name = s[:slash1].strip(_WS)
-    version = s[slash1 + 1 : slash2].strip(_WS)
-    if not is_token(name) or not is_token(version):
-        raise SipParseError("Bad Via (sent-protocol)")
-    rest = s[slash2 + 1 :].lstrip(_WS)
-    i = 0
-    n = len(rest)
-    while i < n and rest[i] in TOKEN_CHARS:
-        i += 1
-    transport = rest[:i]
-    if not transport:
-        raise SipParseError("Bad Via transport")
-    rest = rest[i:].lstrip(_WS)
-    # sent-by
-    if rest.startswith("["):
-        close = rest.find("]")
-        if close < 0:
-            raise SipParseError("Bad Via host")
-        host = rest[1:close]
-        if not host or not _IPV6_CHARS.issuperset(host):
-            raise SipParseError("Bad Via host")
-        i = close + 1
-    else:
-        i = 0
-        n = len(rest)
-        while i < n and rest[i] in _HOST_CHARS:
-            i += 1
-        host = rest[:i]
-        if not host:
-            raise SipParseError("Bad Via host")
-    rest = rest[i:].lstrip(_WS)
-    port: int | None = None
-    if rest.startswith(":"):
-        rest = rest[1:].lstrip(_WS)
-        j = 0
-        while j < len(rest) and rest[j].isdigit():
-            j += 1
-        port = _parse_port(rest[:j])
-        rest = rest[j:].lstrip(_WS)
+    m = _VIA_RE.match(value)
+    if m is None:
+        raise SipParseError("Bad Via (sent-protocol or sent-by)")
+    name, version, transport, host, port_text = m.groups()
+    if host[0] == "[":
+        host = host[1:-1]
+    port = None if port_text is None else _parse_port(port_text)
+    rest = value[m.end() :]
     if rest.startswith("("):  # RFC 2543 comment
         close = rest.find(")")
         rest = rest[close + 1 :].lstrip(_WS) if close >= 0 else ""

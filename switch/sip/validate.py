@@ -233,7 +233,8 @@ def is_acceptable_response(
 ) -> bool:
     """Whether a UAC transport/transaction should accept ``resp`` (else drop silently).
 
-    * status must be 100-699 (the parser already refuses others, RFC 4475 §3.1.2.19);
+    * status must be 100-699 (the parser already refuses others, RFC 4475 §3.1.2.19) and
+      the version SIP/2.0; Via and CSeq must parse (needed to match a transaction);
     * exactly one Via: a UA discards responses with several (RFC 3261 §8.1.3.3) — this is
       what keeps a 200 carrying a broadcast Via (RFC 4475 §3.3.10 "bcast") from being
       acted upon, and a proxy would likewise never forward to a broadcast sent-by;
@@ -241,7 +242,7 @@ def is_acceptable_response(
       ``local_sent_by`` is given, must be one we insert (§18.1.2); a sent-by without a
       port matches an entry with port ``None`` or 5060.
     """
-    if not 100 <= resp.status <= 699:
+    if not 100 <= resp.status <= 699 or resp.version != "SIP/2.0":
         return False
     try:
         vias = resp.vias

@@ -240,6 +240,14 @@ def test_leading_crlf_and_bare_lf_line_ends_are_tolerated() -> None:
     assert req.body == body
 
 
+def test_folding_joins_continuation_lines_with_one_space() -> None:
+    """RFC 3261 §7.3.1: a line starting with SP/HTAB continues the previous field; a
+    whitespace-only continuation adds nothing."""
+    req = parse_request(invite("Subject: a\r\n \r\n\t b", "X-Empty:\r\n  filled"))
+    assert req.headers.get("Subject") == "a b"
+    assert req.headers.get("X-Empty") == "filled"
+
+
 def test_bare_cr_inside_a_header_is_an_error() -> None:
     with pytest.raises(SipParseError, match="Bare CR"):
         parse_message(invite("Subject: a\rb"))
