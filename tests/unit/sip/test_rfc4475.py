@@ -81,6 +81,89 @@ def test_every_message_parses_or_raises_sip_parse_error_only(name: str) -> None:
         assert again.cseq == msg.cseq and again.call_id == msg.call_id
 
 
+# What the switch does with each message, end to end through the message layer:
+# "accept" = parses and passes the UAS core checks (or, for a response, is acceptable);
+# "drop" = silently discarded; a number = the response code sent back.
+# The per-message tests below assert the values behind each verdict.
+EXPECTED = {
+    "wsinv": "accept",  # §3.1.1.1
+    "intmeth": "501",  # §3.1.1.2 unknown method
+    "esc01": "accept",  # §3.1.1.3
+    "escnull": "accept",  # §3.1.1.4
+    "esc02": "501",  # §3.1.1.5 unknown method RE%47IST%45R
+    "lwsdisp": "accept",  # §3.1.1.6
+    "longreq": "accept",  # §3.1.1.7
+    "dblreq": "accept",  # §3.1.1.8 (first message only)
+    "semiuri": "accept",  # §3.1.1.9
+    "transports": "accept",  # §3.1.1.10
+    "mpart01": "415",  # §3.1.1.11 parses; an SDP-only UAS refuses a body without SDP
+    "unreason": "accept",  # §3.1.1.12
+    "noreason": "accept",  # §3.1.1.13
+    "badinv01": "400",  # §3.1.2.1
+    "clerr": "400",  # §3.1.2.2
+    "ncl": "400",  # §3.1.2.3
+    "scalar02": "400",  # §3.1.2.4
+    "scalarlg": "drop",  # §3.1.2.5
+    "quotbal": "400",  # §3.1.2.6
+    "ltgtruri": "400",  # §3.1.2.7
+    "lwsruri": "400",  # §3.1.2.8
+    "lwsstart": "accept",  # §3.1.2.9 tolerated (allowed by the RFC)
+    "trws": "accept",  # §3.1.2.10 tolerated (allowed by the RFC)
+    "escruri": "400",  # §3.1.2.11
+    "baddate": "accept",  # §3.1.2.12 Date ignored
+    "regbadct": "400",  # §3.1.2.13
+    "badaspec": "accept",  # §3.1.2.14 tolerated
+    "baddn": "accept",  # §3.1.2.15 tolerated
+    "badvers": "505",  # §3.1.2.16
+    "mismatch01": "400",  # §3.1.2.17
+    "mismatch02": "400",  # §3.1.2.18
+    "bigcode": "drop",  # §3.1.2.19
+    "badbranch": "accept",  # §3.2.1
+    "insuf": "400",  # §3.3.1
+    "unkscm": "416",  # §3.3.2
+    "novelsc": "416",  # §3.3.3
+    "unksm2": "accept",  # §3.3.4
+    "bext01": "420",  # §3.3.5
+    "invut": "415",  # §3.3.6
+    "regaut01": "accept",  # §3.3.7 (the registrar then challenges with 401)
+    "multi01": "400",  # §3.3.8
+    "mcl01": "400",  # §3.3.9
+    "bcast": "drop",  # §3.3.10
+    "zeromf": "accept",  # §3.3.11 (483 only when forwarding)
+    "cparam01": "accept",  # §3.3.12
+    "cparam02": "accept",  # §3.3.13
+    "regescrt": "accept",  # §3.3.14
+    "sdp01": "406",  # §3.3.15
+    "inv2543": "accept",  # §3.4.1
+}
+
+
+def switch_verdict(data: bytes) -> str:
+    try:
+        msg = parse_message(data)
+    except SipParseError as exc:
+        resp = error_response(exc)
+        return "drop" if resp is None else str(resp.status)
+    if isinstance(msg, Response):
+        return "accept" if is_acceptable_response(msg) else "drop"
+    verdict = check_request(
+        msg,
+        methods=UAS_METHODS | {"MESSAGE"},
+        extensions=UAS_EXTENSIONS,
+        accept_types=UAS_ACCEPT,
+    )
+    return "accept" if verdict is None else str(verdict.status)
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(EXPECTED.items()))
+def test_verdict(name: str, expected: str) -> None:
+    assert switch_verdict(load(name)) == expected
+
+
+def test_verdict_table_covers_the_corpus() -> None:
+    assert set(EXPECTED) == {p.stem for p in Path(CONFORMANCE).glob("*.dat")}
+
+
 # ---------------------------------------------------------------------------------------
 # §3.1.1 Valid messages
 
