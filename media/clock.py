@@ -85,6 +85,13 @@ class MediaClock:
     def current_tick_float(self, now: float) -> float:
         return (now - self._t0) / self.period
 
+    def reset_stats(self) -> None:
+        """Start a new measurement window for late/skipped ticks and lateness."""
+        self.late_ticks = 0
+        self.skipped_ticks = 0
+        self.ticks_run = 0
+        self.max_lateness_s = 0.0
+
     def lateness_percentile(self, q: float) -> float:
         n = min(self.ticks_run, self.LATENESS_RING)
         if n == 0:

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from media.engine import MediaEngine
     from media.recorder import Recorder
 
+RELAY_HDR = struct.Struct("!BHII")  # octet 1 onwards of the fixed RTP header
 SAMPLES_PER_TICK = 160
 TS_MASK = 0xFFFFFFFF
 RECV_BATCH = 64
@@ -321,14 +322,14 @@ class MediaEndpoint:
             digit = self._te_rx.on_packet(ssrc, ts, data[off:])
             if peer is not None:
                 if peer._te_pt is not None:
-                    peer._relay_in(data, self._codec, now, te=True)
+                    peer._relay_in(data, b1, seq, ts, ssrc, self._codec, now, te=True)
                 elif digit is not None:
                     peer.send_dtmf(digit)  # the peer has no telephone-event: play a tone
             if digit is not None:
                 self._on_digit(digit, "rfc4733")
             return
         if peer is not None:
-            peer._relay_in(data, self._codec, now)
+            peer._relay_in(data, b1, seq, ts, ssrc, self._codec, now)
         if self._recorders or self._inband is not None:
             off = payload_offset(data)
             if off < 0:
@@ -563,14 +564,17 @@ class MediaEndpoint:
         except OSError:
             self.send_errors += 1
 
-    def _relay_in(self, data: bytes, codec_in: str, now: float, *, te: bool = False) -> None:
+    def _relay_in(self, data: bytes, b1: int, in_seq: int, in_ts: int, in_ssrc: int,
+                  codec_in: str, now: float, *, te: bool = False) -> None:
         """A packet from the bridged leg: rewrite SSRC/sequence/timestamp/PT into our own
         stream and send it; transcode G.711 when the codecs differ. Dropped while a prompt
-        or DTMF of our own is going out, or while our direction does not send."""
+        or DTMF of our own is going out, or while our direction does not send.
+
+        This is the hot path of a bridged call: header fields arrive already unpacked, the
+        rewrite is one ``pack_into`` on a copy of the datagram."""
         if not self._send_ok or self._playback is not None or self._dtmf_plan or \
-                self._tone_frames or self._remote is None:
+                self._tone_frames:
             return
-        _, b1, in_seq, in_ts, in_ssrc = RTP_HEADER.unpack_from(data)
         marker = b1 & 0x80
         if in_ssrc != self._relay_src:
             # (re)anchor: continue our own timestamp line at the present moment
@@ -583,30 +587,40 @@ class MediaEndpoint:
             self._relay_seq_off = (self._seq - in_seq) & 0xFFFF
             self._relay_src = in_ssrc
             marker = 0x80
+            self._last_sent_tick = -10  # our next own packet starts a talk spurt
         seq = (in_seq + self._relay_seq_off) & 0xFFFF
         ts = (in_ts + self._relay_ts_off) & TS_MASK
         if ((seq - self._seq) & 0xFFFF) < 0x8000:
             self._seq = (seq + 1) & 0xFFFF
         self._last_ts = ts
-        self._last_sent_tick = int(self._clock.current_tick_float(now))
         pt = self._te_pt if te else self._pt
         assert pt is not None
-        if te or codec_in == self._codec:
-            buf = bytearray(data)
-            buf[0] = data[0] & 0xEF  # header extension of the other leg is not ours
-            struct.pack_into("!BHII", buf, 1, marker | pt, seq, ts, self.ssrc)
-            if data[0] & 0x10:  # strip it instead of rewriting it
-                off = payload_offset(data)
-                cc = 12 + 4 * (data[0] & 0x0F)
-                del buf[cc:off]
-            self._send(buf)
+        b0 = data[0]
+        if b0 == 0x80 and (te or codec_in == self._codec):
+            pkt: bytes | bytearray = bytearray(data)
+            RELAY_HDR.pack_into(pkt, 1, marker | pt, seq, ts, self.ssrc)
         else:
+            # CSRCs, header extension or padding of the other leg are not ours: rebuild
             off = payload_offset(data)
             if off < 0:
                 return
-            payload = g711.transcode(codec_in, self._codec, data[off:])
-            hdr = RTP_HEADER.pack(0x80, marker | pt, seq, ts, self.ssrc)
-            self._send(hdr + payload)
+            end = len(data) - (data[-1] if b0 & 0x20 and data[-1] <= len(data) - off else 0)
+            payload = data[off:end]
+            if not te:
+                payload = g711.transcode(codec_in, self._codec, payload)
+            pkt = RTP_HEADER.pack(0x80, marker | pt, seq, ts, self.ssrc) + payload
+        try:
+            if self._latched:
+                self._rtp_sock.send(pkt)
+            elif self._remote is not None:
+                self._rtp_sock.sendto(pkt, self._remote)
+            else:
+                return
+            st = self._stats
+            st.packets_sent += 1
+            st.octets_sent += len(pkt)
+        except OSError:
+            self.send_errors += 1
 
     # --- housekeeping (1 Hz from the engine) ----------------------------------------------
 

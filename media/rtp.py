@@ -155,14 +155,21 @@ class RtpStats:
         events repeat the event's start timestamp)."""
         self.packets_received += 1
         self.octets_received += size
-        if ssrc != self.ssrc:
+        if (ssrc == self.ssrc and not self.probation
+                and seq == ((self.max_seq + 1) & 0xFFFF) and seq):
+            # fast path, the common case: in-order packet of the current source
+            self.max_seq = seq
+            self.received += 1
+        elif ssrc != self.ssrc:
             if self.ssrc is not None:
                 self.ssrc_changes += 1
             self.ssrc = ssrc
             self.max_seq = (seq - 1) & 0xFFFF
             self.probation = MIN_SEQUENTIAL
             self.transit = None
-        self._update_seq(seq)
+            self._update_seq(seq)
+        else:
+            self._update_seq(seq)
         # A.8 interarrival jitter: J += (|D| - J) / 16, D in timestamp units
         if not jitter:
             return

@@ -1,0 +1,374 @@
+"""Media plane benchmark: bridged calls and prompt streams through a real MediaEngine.
+
+    .venv/bin/python bench/media.py                       # everything, default steps
+    .venv/bin/python bench/media.py --mode bridge --steps 250,500,1000 --duration 5
+    .venv/bin/python bench/media.py --mode record --steps 200,400,600
+    .venv/bin/python bench/media.py --mode prompts --steps 500,1000,1500
+
+The engine runs in this process (uvloop); the traffic generator runs in a child process
+(this same file with ``--role gen``) and talks to it over stdin/stdout JSON lines. For
+each step of N:
+
+* bridge / record: 2N endpoints, N bridges (``record`` adds a recorder per call). The
+  generator sends 20 ms A-law RTP on both legs of every call (staggered over the 20 ms),
+  each payload carrying its send time, and receives what the engine relays to the other
+  leg: loss, one-way latency, and *added jitter* = p99 of |latency − median latency|.
+  CPU per relayed packet = this process's CPU time / packets relayed during the window.
+* prompts: N endpoints each looping a prompt to the generator on the shared clock; the
+  generator measures every stream's inter-arrival error (|Δt − 20 ms|) and loss; the
+  engine reports its clock's own tick lateness.
+
+A step passes with 0 loss and p99 added jitter (pacing error) ≤ 2 ms. Steps rise until
+one fails; every step is bounded in time and the whole run by ``--max-seconds``.
+The generator is Python too, so at high N it may itself be the limit: its own send
+lateness is printed so a result is never silently the generator's fault.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import select
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PERIOD = 0.020
+HDR = struct.Struct("!BBHII")
+STAMP = struct.Struct("!d")
+
+
+# ---------------------------------------------------------------------------------------------
+# generator (child process, synchronous, epoll)
+# ---------------------------------------------------------------------------------------------
+
+
+class Generator:
+    def __init__(self) -> None:
+        self.socks: list[socket.socket] = []
+
+    def open(self, n: int) -> list[int]:
+        self.close()
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+            s.bind(("127.0.0.1", 0))
+            s.setblocking(False)
+            self.socks.append(s)
+        return [s.getsockname()[1] for s in self.socks]
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+        self.socks = []
+
+    def run(self, targets: list[int], duration: float, send: bool) -> dict[str, Any]:
+        socks = self.socks
+        n = len(socks)
+        for s, port in zip(socks, targets, strict=True):
+            s.connect(("127.0.0.1", port))
+        ep = select.epoll()
+        fd_index = {}
+        for i, s in enumerate(socks):
+            ep.register(s.fileno(), select.EPOLLIN)
+            fd_index[s.fileno()] = i
+        received = [0] * n
+        sent = [0] * n
+        last_arrival = [0.0] * n
+        delays = array("d")
+        gaps = array("d")
+        payload_pad = b"\xd5" * (160 - STAMP.size)
+        buckets = 20  # spread the streams over the 20 ms period, 1 ms apart
+        by_bucket: list[list[int]] = [[] for _ in range(buckets)]
+        for i in range(n):
+            by_bucket[i % buckets].append(i)
+        seq = [i * 7 & 0xFFFF for i in range(n)]
+        ssrc = [0x1000 + i for i in range(n)]
+        cpu0 = time.process_time()
+        t0 = time.monotonic() + 0.05
+        end = t0 + duration
+        k = 0
+        late: list[float] = []
+        mono = time.monotonic
+        while True:
+            now = mono()
+            if send and now < end:
+                deadline = t0 + k * (PERIOD / buckets)
+                if now >= deadline:
+                    late.append(now - deadline)
+                    tick = k // buckets
+                    for i in by_bucket[k % buckets]:
+                        hdr = HDR.pack(0x80, 8, seq[i], (tick * 160) & 0xFFFFFFFF, ssrc[i])
+                        seq[i] = (seq[i] + 1) & 0xFFFF
+                        try:
+                            socks[i].send(hdr + STAMP.pack(mono()) + payload_pad)
+                            sent[i] += 1
+                        except OSError:
+                            pass
+                    k += 1
+                    continue
+                timeout = deadline - now
+            else:
+                if now >= end + 0.5:
+                    break
+                timeout = min(0.05, end + 0.5 - now)
+            for fd, _ in ep.poll(timeout):
+                i = fd_index[fd]
+                s = socks[i]
+                while True:
+                    try:
+                        data = s.recv(2048)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        continue
+                    t = mono()
+                    received[i] += 1
+                    if send:
+                        if len(data) >= 20:
+                            delays.append(t - STAMP.unpack_from(data, 12)[0])
+                    else:
+                        if last_arrival[i]:
+                            gaps.append(abs(t - last_arrival[i] - PERIOD))
+                        last_arrival[i] = t
+        cpu = time.process_time() - cpu0
+        ep.close()
+        return {
+            "sent": sent, "received": received, "delays": _pct(delays), "gaps": _pct(gaps),
+            "gen_cpu_s": cpu, "gen_late_p99_ms": _p(late, 99) * 1000,
+            "gen_late_max_ms": (max(late) if late else 0.0) * 1000,
+        }
+
+
+def _p(values: Any, q: float) -> float:
+    if not len(values):
+        return 0.0
+    import numpy as np
+
+    return float(np.percentile(np.frombuffer(values, dtype=np.float64)
+                               if isinstance(values, array) else np.asarray(values), q))
+
+
+def _pct(values: array) -> dict[str, float]:
+    if not len(values):
+        return {"n": 0}
+    import numpy as np
+
+    v = np.frombuffer(values, dtype=np.float64)
+    med = float(np.median(v))
+    return {
+        "n": len(v), "p50_ms": med * 1000, "p99_ms": float(np.percentile(v, 99)) * 1000,
+        "max_ms": float(v.max()) * 1000,
+        "added_p99_ms": float(np.percentile(np.abs(v - med), 99)) * 1000,
+    }
+
+
+def generator_main() -> None:
+    gen = Generator()
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "open":
+            out: Any = {"ports": gen.open(cmd["n"])}
+        elif cmd["cmd"] == "run":
+            out = gen.run(cmd["targets"], cmd["duration"], cmd["send"])
+        elif cmd["cmd"] == "close":
+            gen.close()
+            out = {"ok": True}
+        else:
+            break
+        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# engine side (this process)
+# ---------------------------------------------------------------------------------------------
+
+
+class GenClient:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    async def call(self, timeout: float, **cmd: Any) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        await self.proc.stdin.drain()
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError("generator exited")
+        return json.loads(line)
+
+
+def offer_for(port: int) -> str:
+    return ("v=0\r\no=gen 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n")
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def run_step(engine: Any, gen: GenClient, mode: str, n: int, duration: float,
+                   data_dir: Path) -> dict[str, Any]:
+    from media.endpoint import MediaEndpoint
+
+    legs = 2 * n if mode in ("bridge", "record") else n
+    ports = (await gen.call(30, cmd="open", n=legs))["ports"]
+    eps: list[MediaEndpoint] = []
+    recorders = []
+    try:
+        for i in range(legs):
+            ep = await engine.open_endpoint(call_id=f"bench-{i // 2}", leg="ab"[i % 2])
+            ep.answer_offer(offer_for(ports[i]))
+            eps.append(ep)
+        if mode in ("bridge", "record"):
+            for c in range(n):
+                engine.bridge(eps[2 * c], eps[2 * c + 1])
+                if mode == "record":
+                    recorders.append(engine.record(eps[2 * c], eps[2 * c + 1],
+                                                   data_dir / f"rec-{c}.wav"))
+        else:
+            prompt = bytes((i * 13) & 0xFF for i in range(8000))
+            for ep in eps:
+                ep.play_audio([prompt], loop=True)
+        clock = engine.clock
+        await asyncio.sleep(0.2)  # let setup-time lateness pass
+        clock.reset_stats()
+        sent0 = sum(ep.stats.packets_sent for ep in eps)
+        c0, w0 = cpu_s(), time.monotonic()
+        res = await gen.call(duration + 60, cmd="run", targets=[ep.port for ep in eps],
+                             duration=duration, send=mode != "prompts")
+        c1, w1 = cpu_s(), time.monotonic()
+        relayed = sum(ep.stats.packets_sent for ep in eps) - sent0
+        ticks = clock.ticks_run
+        out: dict[str, Any] = {
+            "mode": mode, "n": n, "legs": legs, "duration_s": duration,
+            "engine_cpu_pct": 100 * (c1 - c0) / (w1 - w0),
+            "packets_out": relayed,
+            "cpu_us_per_packet": 1e6 * (c1 - c0) / relayed if relayed else None,
+            "clock_late_ticks": clock.late_ticks,
+            "clock_skipped_ticks": clock.skipped_ticks, "ticks": ticks,
+            "clock_lateness_p99_ms": clock.lateness_percentile(99) * 1000,
+            "gen_cpu_pct": 100 * res["gen_cpu_s"] / (w1 - w0),
+            "gen_late_p99_ms": res["gen_late_p99_ms"],
+            "gen_late_max_ms": res["gen_late_max_ms"],
+        }
+        if mode in ("bridge", "record"):
+            sent, received = res["sent"], res["received"]
+            lost = 0
+            for c in range(n):
+                a, b = 2 * c, 2 * c + 1
+                lost += max(0, sent[a] - received[b]) + max(0, sent[b] - received[a])
+            out.update(sent=sum(sent), received=sum(received), lost=lost,
+                       latency=res["delays"])
+            jitter = res["delays"].get("added_p99_ms", 99.0)
+        else:
+            expected = int(duration / PERIOD)
+            received = res["received"]
+            short = sum(max(0, expected - 2 - r) for r in received)
+            out.update(received=sum(received), expected_per_stream=expected,
+                       streams_short=sum(1 for r in received if r < expected - 2),
+                       lost=short, pacing=res["gaps"])
+            jitter = res["gaps"].get("p99_ms", 99.0)
+        out["pass"] = out["lost"] == 0 and jitter <= 2.0
+        return out
+    finally:
+        for rec in recorders:
+            await rec.stop()
+        for ep in eps:
+            await ep.close()
+        await gen.call(30, cmd="close")
+        for f in data_dir.glob("rec-*.wav"):
+            f.unlink()
+
+
+async def engine_main(args: argparse.Namespace) -> None:
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    from media.config import MediaConfig
+    from media.engine import MediaEngine
+
+    data_dir = Path(tempfile.mkdtemp(prefix="vc-bench-"))
+    engine = MediaEngine(MediaConfig(rtp_ports=args.ports, rtp_timeout_s=0), bind_ip="127.0.0.1",
+                         advertise_ip="127.0.0.1", data_dir=data_dir)
+    await engine.start(default_prompts=False)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--role", "gen", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE)
+    gen = GenClient(proc)
+    started = time.monotonic()
+    summary: dict[str, Any] = {}
+    try:
+        modes = ["bridge", "record", "prompts"] if args.mode == "all" else [args.mode]
+        for mode in modes:
+            steps = [int(x) for x in (args.steps or DEFAULT_STEPS[mode]).split(",")]
+            best = 0
+            for n in steps:
+                if time.monotonic() - started > args.max_seconds:
+                    print(f"# time budget of {args.max_seconds} s used up", flush=True)
+                    break
+                r = await run_step(engine, gen, mode, n, args.duration, data_dir)
+                print(json.dumps(r), flush=True)
+                if not r["pass"]:
+                    break
+                best = n
+            summary[mode] = best
+    finally:
+        with contextlib.suppress(Exception):
+            await engine.stop()
+        if proc.returncode is None:
+            proc.kill()  # our own child, by its handle (PID)
+            await proc.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print("# highest N passing (0 loss, p99 added jitter / pacing error <= 2 ms):",
+          json.dumps(summary), flush=True)
+
+
+DEFAULT_STEPS = {
+    "bridge": "100,250,500,750,1000,1250,1500",
+    "record": "100,200,400,600,800,1000",
+    "prompts": "250,500,1000,1500,2000",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--role", choices=["engine", "gen"], default="engine")
+    ap.add_argument("--mode", choices=["all", "bridge", "record", "prompts"], default="all")
+    ap.add_argument("--steps", default="", help="comma-separated N values (rising)")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds of traffic per step")
+    ap.add_argument("--max-seconds", type=float, default=600.0, help="budget for the whole run")
+    ap.add_argument("--ports", default="30000-45999", help="engine RTP port range")
+    ap.add_argument("--no-uvloop", action="store_true")
+    args = ap.parse_args()
+    if args.role == "gen":
+        generator_main()
+        return
+    if not args.no_uvloop:
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(engine_main(args))
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
