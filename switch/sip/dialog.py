@@ -371,6 +371,11 @@ class DialogIndex(Generic[T]):
         tag = req.to.tag
         return self._by_key.get((req.call_id, tag)) if tag else None
 
+    def for_sent_request(self, req: Request) -> T | None:
+        """The owner of a request *we* sent (our tag in From): for TransactionTimedOut."""
+        tag = req.from_.tag
+        return self._by_key.get((req.call_id, tag)) if tag else None
+
     def for_response(self, resp: Response) -> T | None:
         tag = resp.from_.tag
         return self._by_key.get((resp.call_id, tag)) if tag else None

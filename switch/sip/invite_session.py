@@ -762,6 +762,8 @@ class InviteSession:
         """Send the 2xx to the initial INVITE (§13.3.1.4). With an offer in the INVITE,
         ``sdp`` is the answer; for an offer-less INVITE it is our offer (answer in ACK)."""
         self._require_uas_pending("answer")
+        if self._queued_2xx is not None:
+            raise SessionError("answer() already called; the 2xx waits for the PRACK")
         if self._rel is not None and self._rel.has_sdp:
             # RFC 3262 §3: no 2xx before the PRACK of a reliable 1xx carrying SDP.
             self._queued_2xx = (sdp, tuple(headers))

@@ -527,6 +527,7 @@ class TestDialogIndex:
         assert index.for_request(info) is n.b.s
         ok = n.a.received[-1]
         assert index.for_response(ok) is n.a.s  # type: ignore[arg-type]
+        assert index.for_sent_request(n.a.requests("INFO")[0]) is n.a.s
         stranger = parse_message(info.to_bytes().replace(
             n.b.s.local_tag.encode(), b"unknown"))  # type: ignore[union-attr]
         assert isinstance(stranger, Request)
