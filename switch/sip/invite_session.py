@@ -6,22 +6,39 @@ call returns a list of :data:`Effect` objects, in order:
 
 * wire effects for the adapter — :class:`SendRequest` (through the transaction layer),
   :class:`SendAck` (an ACK for a 2xx: straight to the transport, §13.2.2.4),
-  :class:`SendResponse` (through the server transaction it names, also for 2xx and reliable
-  1xx retransmissions, which are the session's job, §13.3.1.4 / RFC 3262 §3);
+  :class:`SendCancel` (CANCEL the initial INVITE), :class:`SendResponse` (through the
+  server transaction it names, also for 2xx and reliable 1xx retransmissions, which are
+  the session's job, §13.3.1.4 / RFC 3262 §3);
 * timer effects — :class:`StartTimer` (replaces a running timer of the same key) and
-  :class:`CancelTimer`; when a timer expires the adapter calls :meth:`InviteSession.on_timer`;
+  :class:`CancelTimer`; keys are per session; when one expires the adapter calls
+  :meth:`InviteSession.on_timer`;
 * session events for the B2BUA — :class:`Provisional`, :class:`EarlyMedia`,
-  :class:`Answered`, :class:`Confirmed`, :class:`OfferReceived`, :class:`AnswerReceived`,
-  :class:`OfferRejected`, :class:`InfoReceived`, :class:`RefreshFailed` and exactly one
-  terminal event per session: :class:`Failed` (a UAC INVITE that never got a 2xx) or
-  :class:`Ended`.
+  :class:`Answered`, :class:`AuthRequired`, :class:`Confirmed`, :class:`OfferReceived`,
+  :class:`AnswerReceived`, :class:`OfferRejected`, :class:`InfoReceived`,
+  :class:`RefreshFailed` and exactly one terminal event per session: :class:`Failed` (a UAC
+  INVITE that never got a 2xx) or :class:`Ended`.
 
-The adapter feeds: :meth:`on_request` (NewRequest; ACK for 2xx comes with ``server_txn``
-``None``), :meth:`on_response` (ResponseReceived, including 2xx retransmissions passed up by
-an RFC 6026 client transaction), :meth:`on_transaction_timeout` /
-:meth:`on_transport_error` (for one of our requests), :meth:`on_cancel` (CancelReceived
-for our INVITE server transaction; the transaction layer answers the CANCEL itself) and
-:meth:`on_timer`.
+Adapter contract (``tests/unit/sip/test_invite_session_txn.py`` is a working miniature):
+
+* requests carry a placeholder Via (``SIP/2.0/UDP 0.0.0.0;branch=z9hG4bK…;rport``) unless
+  :class:`~switch.sip.dialog.LocalEndpoint` names the real transport/sent-by; the adapter
+  fills in sent-by and keeps the branch. The destination is
+  ``addressing.request_destination(effect.next_hop)``.
+* routing: keep a :class:`~switch.sip.dialog.DialogIndex` (Call-ID + our tag → session).
+  NewRequest of an INVITE without To tag → :meth:`InviteSession.uas`, then ``index.add``;
+  any other NewRequest → ``index.for_request`` → :meth:`on_request` (the ACK for a 2xx
+  comes with ``server_txn`` None), or ``DialogIndex.no_dialog(req)`` (481) when unknown;
+  ResponseReceived / StrayResponse → ``index.for_response`` → :meth:`on_response`;
+  TransactionTimedOut → ``index.for_sent_request(txn.request)`` →
+  :meth:`on_transaction_timeout` (transport errors: :meth:`on_transport_error`);
+  CancelReceived → the session of that INVITE server transaction → :meth:`on_cancel` (the
+  layer has already answered the CANCEL).
+* 2xx retransmission: the session does it (``TransactionLayer(retransmit_2xx=False)``,
+  the layer's default). With the layer's retransmitter instead, set
+  ``SessionConfig.retransmit_2xx=False`` and pass AckNotReceived to
+  :meth:`on_ack_not_received`.
+* :class:`SendCancel`: ``layer.cancel(client_txn_of(effect.invite))`` or send
+  ``effect.cancel`` as a request.
 
 Protocol errors of the *peer* never raise: they get the RFC's response or are dropped.
 Misuse by the *caller* (e.g. ``answer()`` twice) raises :class:`SessionError`.
@@ -457,6 +474,7 @@ class InviteSession:
         self._peer_100rel = False
         self._peer_requires_100rel = False
         self._bye_after_ack = False
+        self._bye_headers: tuple[tuple[str, str], ...] = ()
         self._await: _AwaitAnswer | None = None
 
     # =========================================================================================
@@ -570,6 +588,16 @@ class InviteSession:
     def remote_offer(self) -> bytes | None:
         """UAS: the offer in the initial INVITE (``None`` for an offer-less INVITE)."""
         return self.oa.pending_remote_offer
+
+    @property
+    def peer_allow(self) -> frozenset[str]:
+        """Methods the peer listed in Allow (lower case; empty if it never said)."""
+        return frozenset(self._peer_allow)
+
+    @property
+    def peer_supported(self) -> frozenset[str]:
+        """Option tags the peer listed in Supported (lower case)."""
+        return frozenset(self._peer_supports)
 
     @property
     def terminated(self) -> bool:
@@ -892,9 +920,10 @@ class InviteSession:
                           tuple(headers))
         return self._take()
 
-    def bye(self, now: float) -> list[Effect]:
+    def bye(self, now: float, *, headers: Sequence[tuple[str, str]] = ()) -> list[Effect]:
         """Hang up in any state: CANCEL (UAC before 2xx), 480 (UAS before 2xx), BYE
-        after 2xx (a UAS waits for the ACK first, §15). Idempotent."""
+        after 2xx (a UAS waits for the ACK first, §15). Idempotent. ``headers`` go into
+        the BYE / the 480 (e.g. ``("Reason", "Q.850;cause=16")``, RFC 3326)."""
         st = self.state
         if st in (SessionState.TERMINATING, SessionState.TERMINATED):
             return self._take()
@@ -903,18 +932,25 @@ class InviteSession:
         elif self.role is Role.UAC and st in (SessionState.CALLING, SessionState.EARLY):
             self._cancel_invite(now)
         elif self.role is Role.UAS and self._uas_invite is not None:
-            self._final_reject(480, "Temporarily Unavailable", ())
+            self._final_reject(480, "Temporarily Unavailable", tuple(headers))
         elif self.role is Role.UAS and st is SessionState.CONNECTING and (
             self._pending_2xx is not None and self._pending_2xx.initial
         ):
             self._bye_after_ack = True
+            self._bye_headers = tuple(headers)
         else:
-            self._send_bye(EndReason.BYE_SENT, now)
+            self._send_bye(EndReason.BYE_SENT, now, headers)
         return self._take()
 
-    def info(self, content_type: str, body: bytes, now: float) -> list[Effect]:
+    def info(
+        self, content_type: str, body: bytes, now: float, *,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> list[Effect]:
+        """INFO (RFC 6086) in the dialog, e.g. ``application/dtmf-relay``. A 408/481 to it
+        ends the session (§12.2.1.2); other failures are ignored."""
         d = self._require_dialog("info")
-        req = d.create_request("INFO", body=body, content_type=content_type)
+        req = d.create_request("INFO", body=body, content_type=content_type,
+                               extra_headers=headers)
         self._send_in_dialog(req, d)
         return self._take()
 
@@ -1097,7 +1133,7 @@ class InviteSession:
         self._set_confirmed(p, ack)
         if self._bye_after_ack:
             self._bye_after_ack = False
-            self._send_bye(EndReason.BYE_SENT, now)
+            self._send_bye(EndReason.BYE_SENT, now, self._bye_headers)
 
     def _set_confirmed(self, p: _Pending2xx, ack: Request) -> None:
         if self.state is SessionState.CONNECTING:
@@ -1813,7 +1849,9 @@ class InviteSession:
         self._client[(d.remote_tag, req.cseq.seq)] = _ClientRequest(req, d.remote_tag)
         self._emit(SendRequest(req, d.next_hop(req)))
 
-    def _send_bye(self, reason: EndReason, now: float) -> None:
+    def _send_bye(
+        self, reason: EndReason, now: float, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
         """Send BYE on the dialog, answer what is pending, go TERMINATING and report."""
         if self.state in (SessionState.TERMINATING, SessionState.TERMINATED):
             return
@@ -1828,7 +1866,7 @@ class InviteSession:
         if d is None:
             self._terminate(Ended(reason))
             return
-        bye = d.create_request("BYE")
+        bye = d.create_request("BYE", extra_headers=headers)
         self._send_in_dialog(bye, d)
         self.state = SessionState.TERMINATING
         self._final_event(Ended(reason))

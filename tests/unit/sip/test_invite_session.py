@@ -636,3 +636,11 @@ def test_invite_without_contact_gets_400() -> None:
     s, effects = InviteSession.uas(msg, "t", 0.0, n.b_cfg)
     assert [e.response.status for e in effects if isinstance(e, SendResponse)] == [400]
     assert s.terminated
+
+
+def test_bye_carries_reason_header_and_peer_capabilities_are_known() -> None:
+    n = connected()
+    assert "update" in n.a.s.peer_allow and "timer" in n.a.s.peer_supported
+    assert "update" in n.b.s.peer_allow and "100rel" in n.b.s.peer_supported
+    n.call(n.a, lambda: n.a.s.bye(n.now, headers=[("Reason", "Q.850;cause=16")]))
+    assert n.a.requests("BYE")[0].headers.get("Reason") == "Q.850;cause=16"
