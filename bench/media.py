@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 PERIOD = 0.020
+JITTER_LIMIT_MS = 2.0
 HDR = struct.Struct("!BBHII")
 STAMP = struct.Struct("!d")
 
@@ -284,7 +285,9 @@ async def run_step(engine: Any, gen: GenClient, mode: str, n: int, duration: flo
                        streams_short=sum(1 for r in received if r < expected - 2),
                        lost=short, pacing=res["gaps"])
             jitter = res["gaps"].get("p99_ms", 99.0)
-        out["pass"] = out["lost"] == 0 and jitter <= 2.0
+        out["jitter_p99_ms"] = jitter
+        out["load_avg_1m"] = os.getloadavg()[0]
+        out["pass"] = out["lost"] == 0 and jitter <= JITTER_LIMIT_MS
         return out
     finally:
         for rec in recorders:
@@ -298,7 +301,7 @@ async def run_step(engine: Any, gen: GenClient, mode: str, n: int, duration: flo
 
 async def engine_main(args: argparse.Namespace) -> None:
     with contextlib.suppress(ValueError, OSError):
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     import structlog
 
@@ -320,17 +323,27 @@ async def engine_main(args: argparse.Namespace) -> None:
         modes = ["bridge", "record", "prompts"] if args.mode == "all" else [args.mode]
         for mode in modes:
             steps = [int(x) for x in (args.steps or DEFAULT_STEPS[mode]).split(",")]
-            best = 0
+            best = best_lossless = 0
+            passing = True
             for n in steps:
                 if time.monotonic() - started > args.max_seconds:
                     print(f"# time budget of {args.max_seconds} s used up", flush=True)
                     break
                 r = await run_step(engine, gen, mode, n, args.duration, data_dir)
                 print(json.dumps(r), flush=True)
-                if not r["pass"]:
-                    break
-                best = n
-            summary[mode] = best
+                print(f"# {mode} N={n}: lost={r['lost']} jitter_p99={r['jitter_p99_ms']:.2f} ms "
+                      f"engine_cpu={r['engine_cpu_pct']:.0f}% "
+                      f"cpu/pkt={r['cpu_us_per_packet'] or 0:.1f} us "
+                      f"clock_p99={r['clock_lateness_p99_ms']:.2f} ms "
+                      f"gen_late_p99={r['gen_late_p99_ms']:.2f} ms "
+                      f"load={r['load_avg_1m']:.2f}", flush=True)
+                if r["lost"]:
+                    break  # loss: capacity reached; a jitter miss alone keeps rising
+                best_lossless = n
+                passing = passing and r["pass"]
+                if passing:
+                    best = n
+            summary[mode] = {"pass": best, "lossless": best_lossless}
     finally:
         with contextlib.suppress(Exception):
             await engine.stop()
@@ -338,7 +351,8 @@ async def engine_main(args: argparse.Namespace) -> None:
             proc.kill()  # our own child, by its handle (PID)
             await proc.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
-    print("# highest N passing (0 loss, p99 added jitter / pacing error <= 2 ms):",
+    print(f"# highest N: 'pass' = 0 loss and p99 added jitter / pacing error <= "
+          f"{JITTER_LIMIT_MS} ms at every step up to it; 'lossless' = 0 loss:",
           json.dumps(summary), flush=True)
 
 

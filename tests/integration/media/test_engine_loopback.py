@@ -321,3 +321,70 @@ async def test_short_recording_is_discarded(engine: MediaEngine, peers: PeerFact
     result = await rec.stop()
     assert result.path is None and 0.4 < result.duration_s < 1.0
     assert not (tmp_path / "short.wav").exists()
+
+
+async def test_reinvite_to_a_new_address_unlatches_and_follows(engine: MediaEngine,
+                                                               peers: PeerFactory) -> None:
+    first, second = peers(), peers()
+    ep = await connected(engine, first)
+    first.send((ADDR, ep.port), b"\xd5" * 160)
+    await asyncio.sleep(0.05)
+    assert ep.latched
+    ep.answer_offer(second.sdp())  # re-INVITE: the peer moved
+    assert not ep.latched and ep.remote_address == (ADDR, second.port)
+    await ep.play_audio([b"\x09" * 160])
+    assert [p.payload for p in await second.packets(1)] == [b"\x09" * 160]
+    second.send((ADDR, ep.port), b"\xd5" * 160)
+    await asyncio.sleep(0.05)
+    assert ep.latched and ep.remote_address == (ADDR, second.port)
+
+
+async def test_hold_stops_sending_and_resume_restarts(engine: MediaEngine,
+                                                      peers: PeerFactory) -> None:
+    peer = peers()
+    ep = await connected(engine, peer)
+    ep.answer_offer(peer.sdp(extra="a=sendonly\r\n"))  # the peer holds us
+    assert ep.negotiated is not None and ep.negotiated.on_hold
+    await ep.play_audio([b"\x01" * 320])
+    assert await peer.drain(0.1) == []
+    ep.answer_offer(peer.sdp(extra="a=sendrecv\r\n"))
+    await ep.play_audio([b"\x02" * 320])
+    got = await peer.packets(2)
+    assert [p.payload for p in got] == [b"\x02" * 160] * 2 and got[0].marker
+
+
+async def test_garbage_rtcp_and_peer_bye(engine: MediaEngine, peers: PeerFactory) -> None:
+    from media.rtp import build_bye
+
+    peer = peers()
+    ep = await connected(engine, peer)
+    byes: list[bool] = []
+    ep.events.on("rtcp_bye", lambda: byes.append(True))
+    for junk in (b"\x80\xc8\xff\xff", b"\x81\xc9\x00\x01", b"x" * 3000, b""):
+        peer.rtcp.sendto(junk, (ADDR, ep.port + 1))
+    peer.rtcp.sendto(build_bye(peer.ssrc), (ADDR, ep.port + 1))
+    await asyncio.sleep(0.1)
+    assert byes == [True] and ep.invalid_packets >= 2
+
+
+async def test_default_prompts_are_rendered_once_and_valid(tmp_path: Path) -> None:
+    from media.config import MediaConfig
+    from media.prompt import validate_play_file
+    from tests.integration.media.conftest import free_range
+
+    eng = MediaEngine(MediaConfig(rtp_ports=free_range()), bind_ip=ADDR, advertise_ip=ADDR,
+                      data_dir=tmp_path)
+    await eng.start()
+    paths = {n: eng.default_prompt(n) for n in
+             ("preVoice", "lastMinVoice", "recordHintTone", "waitVoice")}
+    for name, p in paths.items():
+        validate_play_file(p)
+        assert "fallback" not in p.name, f"{name} fell back to a beep: is espeak-ng missing?"
+        assert sf.info(str(p)).duration > 1.0
+    mtimes = {n: p.stat().st_mtime_ns for n, p in paths.items()}
+    await eng.stop()
+    again = MediaEngine(MediaConfig(rtp_ports=free_range()), bind_ip=ADDR, advertise_ip=ADDR,
+                        data_dir=tmp_path)
+    await again.start()
+    assert {n: again.default_prompt(n).stat().st_mtime_ns for n in paths} == mtimes  # cached
+    await again.stop()
