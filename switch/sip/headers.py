@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from switch.sip.uri import split_list
+from switch.sip.uri import is_token, split_list
 
 __all__ = ["COMPACT_FORMS", "LIST_HEADERS", "Headers", "canonical_name"]
 
@@ -171,8 +171,14 @@ LIST_HEADERS = frozenset(
 
 
 def canonical_name(name: str) -> str:
-    """Long, conventionally spelled form of ``name`` (unknown names are returned as is)."""
-    return _CANONICAL.get(name.lower(), name)
+    """Long, conventionally spelled form of ``name`` (unknown names are returned as is).
+    Raises ``ValueError`` for a name that is not a ``token`` (it could not be sent)."""
+    c = _CANONICAL.get(name.lower())
+    if c is not None:
+        return c
+    if not is_token(name):
+        raise ValueError(f"invalid SIP header name {name!r}")
+    return name
 
 
 def _key(name: str) -> str:

@@ -248,26 +248,28 @@ def _build_request(
 
 
 def _validate_common(msg: Request | Response) -> None:
-    """Syntax of the fields every element needs (errors name the field)."""
-    vias = msg.vias if "via" in msg.headers._keys else ()
-    if len(vias) > MAX_VIAS:
-        raise SipParseError("Too many Via header fields")
+    """Syntax of the fields every element needs; the error reason names the field. The
+    parsed values stay in the message's cache, so the accessors cost nothing later."""
     keys = msg.headers._keys
-    if "from" in keys:
-        _named("From", lambda: msg.from_)
-    if "to" in keys:
-        _named("To", lambda: msg.to)
-    if "call-id" in keys:
-        _named("Call-ID", lambda: msg.call_id)
-    if "cseq" in keys:
-        _named("CSeq", lambda: msg.cseq)
-    if "max-forwards" in keys:
-        _named("Max-Forwards", lambda: msg.max_forwards)
-
-
-def _named(field: str, fn: object) -> None:
+    field = "Via"
     try:
-        fn()  # type: ignore[operator]
+        if "via" in keys and len(msg.vias) > MAX_VIAS:
+            raise SipParseError("Too many Via header fields")
+        field = "From"
+        if "from" in keys:
+            msg.from_  # noqa: B018 - parse now
+        field = "To"
+        if "to" in keys:
+            msg.to  # noqa: B018
+        field = "Call-ID"
+        if "call-id" in keys:
+            msg.call_id  # noqa: B018
+        field = "CSeq"
+        if "cseq" in keys:
+            msg.cseq  # noqa: B018
+        field = "Max-Forwards"
+        if "max-forwards" in keys:
+            msg.max_forwards  # noqa: B018
     except SipParseError as exc:
         reason = exc.reason
         if field not in reason:

@@ -37,6 +37,7 @@ __all__ = [
     "SipParseError",
     "SipUri",
     "Via",
+    "is_token",
     "parse_cseq",
     "parse_name_addr",
     "parse_name_addrs",

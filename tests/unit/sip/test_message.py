@@ -110,6 +110,13 @@ def test_headers_are_immutable_and_changes_return_new_maps() -> None:
     assert hash(h) == hash(Headers([("v", "SIP/2.0/UDP b"), ("t", "<sip:a@b>")]))
 
 
+def test_header_names_must_be_tokens() -> None:
+    with pytest.raises(ValueError):
+        Headers([("Bad Name", "x")])
+    with pytest.raises(ValueError):
+        Headers().add("X-Evil:\r\nVia", "x")
+
+
 # ---------------------------------------------------------------------------------------
 # Typed accessors
 
