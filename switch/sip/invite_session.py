@@ -1209,7 +1209,12 @@ class InviteSession:
 
     def _on_update(self, req: Request, txn: object, d: Dialog, now: float) -> None:
         if _sdp(req):
-            if self.oa.state is OfferState.LOCAL_OFFER_SENT:
+            offerless_invite_pending = (
+                self._inv is not None and not self._inv.final and self._inv.offer is None
+            )
+            if self.oa.state is OfferState.LOCAL_OFFER_SENT or offerless_invite_pending:
+                # RFC 3311 §5.2; an offer-less INVITE of ours is owed an offer in its 2xx,
+                # which would cross this one (RFC 6337 §3.3.1): 491 as well.
                 self._emit(SendResponse(txn, make_response(req, 491, "Request Pending")))
                 return
             if self.oa.state is OfferState.REMOTE_OFFER_RECEIVED or self._await is not None \
@@ -1568,7 +1573,9 @@ class InviteSession:
                     self.oa.remote_answer(body)
                     self._emit(AnswerReceived(body, "INVITE"))
                 else:
+                    # a 2xx without the answer: our offer did not take effect
                     self.oa.rollback()
+                    self._emit(OfferRejected(status, "INVITE", resp))
                 self._session_timer_from_2xx(resp, now)
                 return
             # offer-less re-INVITE: the 2xx carries the offer, the ACK our answer

@@ -230,3 +230,62 @@ Content-Length: 0""")
         d.confirm(ok("Record-Route: <sip:new.example.com;lr>\n"))
         assert d.state is DialogState.CONFIRMED
         assert [str(r.uri) for r in d.route_set] == ["sip:new.example.com;lr"]
+
+
+class TestSessionsUseTheRouteSet:
+    """§12.1.1 / §12.1.2 through the INVITE session: Record-Route echoed by the UAS,
+    route sets applied to ACK and BYE on both sides."""
+
+    def test_uas_echoes_record_route_and_routes_its_bye(self) -> None:
+        from switch.sip.invite_session import InviteSession, SendRequest, SendResponse, SessionConfig
+
+        cfg = SessionConfig(local=LocalEndpoint(contact=parse_uri("sip:bob@192.0.2.4:5062")))
+        s, _ = InviteSession.uas(invite(), "txn", 0.0, cfg)
+        [ringing] = [e.response for e in s.provisional(180, 0.0) if isinstance(e, SendResponse)]
+        assert ringing.headers.get_all("Record-Route") == [
+            "<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>"]
+        s.answer(b"v=0\r\n", 0.0)  # offer-less INVITE: our offer, the answer comes in the ACK
+        ack = msg(f"""\
+ACK sip:bob@192.0.2.4:5062 SIP/2.0
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKack1
+Max-Forwards: 70
+From: Alice <sip:alice@atlanta.example.com>;tag=9fxced76sl
+To: Bob <sip:bob@biloxi.example.com>;tag={s.local_tag}
+Call-ID: 3848276298220188511@atlanta.example.com
+CSeq: 314159 ACK
+Content-Type: application/sdp
+Content-Length: 11
+
+v=0 answer""")
+        assert isinstance(ack, Request)
+        s.on_request(ack, None, 0.1)
+        assert s.remote_sdp is not None and s.remote_sdp.startswith(b"v=0 answer")
+        [bye] = [e for e in s.bye(1.0) if isinstance(e, SendRequest)]
+        assert str(bye.request.uri) == "sip:alice@10.0.0.1:5060"
+        assert [str(r.uri) for r in bye.request.route] == [
+            "sip:p2.example.com;lr", "sip:p1.example.com;lr"]
+        assert str(bye.next_hop) == "sip:p2.example.com;lr"
+
+    def test_uac_reverses_record_route_for_ack_and_bye(self) -> None:
+        from switch.sip.invite_session import InviteSession, SendAck, SendRequest, SessionConfig
+        from switch.sip.message import make_response
+        from switch.sip.uri import parse_name_addr
+
+        cfg = SessionConfig(local=LOCAL)
+        s = InviteSession.uac(cfg)
+        [sent] = [e for e in s.invite(
+            request_uri=parse_uri("sip:bob@biloxi.example.com"),
+            from_=parse_name_addr("<sip:alice@atlanta.example.com>"),
+            to=parse_name_addr("<sip:bob@biloxi.example.com>"),
+            sdp=b"v=0\r\n", now=0.0) if isinstance(e, SendRequest)]
+        ok = make_response(sent.request, 200, None, to_tag="b1", body=b"v=0 a\r\n", headers=[
+            ("Record-Route", "<sip:p2.example.com;lr>, <sip:p1.example.com;lr>"),
+            ("Contact", "<sip:bob@192.0.2.4:5062>"), ("Content-Type", "application/sdp")])
+        [ack] = [e for e in s.on_response(ok, 0.1) if isinstance(e, SendAck)]
+        assert [str(r.uri) for r in ack.request.route] == [
+            "sip:p1.example.com;lr", "sip:p2.example.com;lr"]
+        assert str(ack.request.uri) == "sip:bob@192.0.2.4:5062"
+        assert str(ack.next_hop) == "sip:p1.example.com;lr"
+        [bye] = [e for e in s.bye(1.0) if isinstance(e, SendRequest)]
+        assert [str(r.uri) for r in bye.request.route] == [
+            "sip:p1.example.com;lr", "sip:p2.example.com;lr"]
