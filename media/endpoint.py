@@ -311,7 +311,7 @@ class MediaEndpoint:
         if not self._media_started:
             self._media_started = True
             self.log.info("media_started", remote=f"{addr[0]}:{addr[1]}")
-            self.events.emit("media_started")
+            self._emit("media_started")
         if self._timeout_emitted:
             self._timeout_emitted = False
         peer = self._relay_to
@@ -384,7 +384,15 @@ class MediaEndpoint:
                 self._last_sr_arrival = now
             elif p.packet_type == 203:
                 self.log.info("rtcp_bye_received")
-                self.events.emit("rtcp_bye")
+                self._emit("rtcp_bye")
+
+    def _emit(self, event: str, *args: object) -> None:
+        """Emit from the socket/clock callbacks: a failing listener is logged, it must not
+        break the packet path (pyee re-raises when nobody listens to "error")."""
+        try:
+            self.events.emit(event, *args)
+        except Exception:
+            self.log.exception("media_event_listener_failed", media_event=event)
 
     # --- digits ---------------------------------------------------------------------------
 
@@ -396,7 +404,7 @@ class MediaEndpoint:
         if self._digits.full():
             self._digits.get_nowait()
         self._digits.put_nowait(digit)
-        self.events.emit("dtmf", digit)
+        self._emit("dtmf", digit)
 
     def inject_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         """A digit signalled out of band (SIP INFO ``application/dtmf-relay``): handled as
@@ -632,7 +640,7 @@ class MediaEndpoint:
                 and now - self._last_rx >= self._timeout_s):
             self._timeout_emitted = True
             self.log.warning("media_timeout", seconds=round(now - self._last_rx, 1))
-            self.events.emit("media_timeout", now - self._last_rx)
+            self._emit("media_timeout", now - self._last_rx)
         if (tick // 50 + self._rtcp_phase) % 5 == 0:
             self._send_rtcp(now)
 

@@ -33,6 +33,7 @@ import contextlib
 import socket
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -52,6 +53,20 @@ log = structlog.get_logger("media.engine")
 RECORDER_FLUSH_TICKS = 25  # each recorder is mixed and written every 0.5 s
 PROMPT_CACHE_ENTRIES = 512
 SOCKET_BUFFER = 1 << 18
+
+
+@dataclass(frozen=True)
+class MediaMetrics:
+    """Counters for the metrics plane (``MediaEngine.metrics()``)."""
+
+    endpoints: int
+    port_pairs_free: int
+    recorders: int
+    clock_ticks: int
+    clock_late_ticks: int  # ran > 2 ms after their deadline
+    clock_skipped_ticks: int  # dropped because the loop was blocked > 200 ms
+    clock_active_senders: int
+    clock_lateness_p99_ms: float
 
 
 class PortPool:
@@ -185,6 +200,16 @@ class MediaEngine:
     @property
     def endpoints(self) -> int:
         return len(self._endpoints)
+
+    def metrics(self) -> MediaMetrics:
+        c = self.clock
+        return MediaMetrics(
+            endpoints=len(self._endpoints), port_pairs_free=self._ports.size - self._ports.in_use,
+            recorders=len(self._recorders), clock_ticks=c.ticks_run,
+            clock_late_ticks=c.late_ticks, clock_skipped_ticks=c.skipped_ticks,
+            clock_active_senders=c.active_sinks,
+            clock_lateness_p99_ms=round(c.lateness_percentile(99) * 1000, 3),
+        )
 
     def bridge(self, a: MediaEndpoint, b: MediaEndpoint, *, early_media: bool = False
                ) -> Bridge:

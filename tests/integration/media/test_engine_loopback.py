@@ -388,3 +388,32 @@ async def test_default_prompts_are_rendered_once_and_valid(tmp_path: Path) -> No
     await again.start()
     assert {n: again.default_prompt(n).stat().st_mtime_ns for n in paths} == mtimes  # cached
     await again.stop()
+
+
+async def test_a_failing_listener_does_not_break_the_packet_path(engine: MediaEngine,
+                                                                 peers: PeerFactory) -> None:
+    pa, pb_ = peers(), peers()
+    a = await connected(engine, pa, leg="a")
+    b = await connected(engine, pb_, leg="b")
+    engine.bridge(a, b)
+
+    def boom() -> None:
+        raise RuntimeError("listener bug")
+
+    a.events.on("media_started", boom)
+    pa.send((ADDR, a.port), b"\x07" * 160)
+    pa.send((ADDR, a.port), b"\x08" * 160)
+    assert [p.payload for p in await pb_.packets(2)] == [b"\x07" * 160, b"\x08" * 160]
+
+
+async def test_metrics_snapshot(engine: MediaEngine, peers: PeerFactory) -> None:
+    peer = peers()
+    ep = await connected(engine, peer)
+    playing = ep.play_audio([b"\x01" * 1600])
+    await asyncio.sleep(0.05)
+    m = engine.metrics()
+    assert m.endpoints == 1 and m.clock_active_senders == 1 and m.clock_ticks > 0
+    assert m.port_pairs_free == 19
+    await playing
+    await asyncio.sleep(0.05)
+    assert engine.metrics().clock_active_senders == 0
