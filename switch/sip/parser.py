@@ -48,6 +48,7 @@ __all__ = [
     "SipParseError",
     "StreamFramer",
     "error_response",
+    "is_keepalive",
     "parse_message",
 ]
 
@@ -296,6 +297,13 @@ def _partial_request(parts: list[str], headers: Headers, body: bytes) -> Request
         return None
     req = Request(parts[0], SipUri(scheme="", opaque=" ".join(parts[1:])), headers, body)
     return _partial_or_none(req, list(headers._keys))
+
+
+def is_keepalive(data: bytes) -> bool:
+    """A datagram that only keeps a NAT binding open: CRLF / CRLFCRLF (RFC 5626 §4.4.1),
+    or blanks and NULs some phones send. Drop it without counting a parse error; a
+    CRLFCRLF ping on a flow expecting STUN/CRLF keep-alives may be answered with CRLF."""
+    return len(data) <= 16 and not data.strip(b"\r\n\t \x00")
 
 
 def error_response(exc: SipParseError) -> Response | None:

@@ -17,6 +17,7 @@ from switch.sip.parser import (
     SipParseError,
     StreamFramer,
     error_response,
+    is_keepalive,
     parse_message,
 )
 from switch.sip.uri import CSeq, parse_uri
@@ -293,6 +294,13 @@ def test_bad_ack_is_never_answered() -> None:
     with pytest.raises(SipParseError) as info:
         parse_message(data)
     assert info.value.partial is not None and error_response(info.value) is None
+
+
+def test_keepalive_datagrams_are_recognised() -> None:
+    for data in (b"\r\n", b"\r\n\r\n", b"\x00\x00\x00\x00", b" "):
+        assert is_keepalive(data)
+    assert not is_keepalive(invite())
+    assert not is_keepalive(b"jaK\n" + b"x" * 20)
 
 
 def test_garbage_has_no_partial() -> None:
