@@ -1680,14 +1680,31 @@ class InviteSession:
         if c.purpose is _Purpose.REFRESH:
             self._emit(RefreshFailed(status))
         # §12.2.1.2: a timed-out in-dialog request ends the dialog.
-        self._send_bye(reason, now)
+        self._abandon(reason, None, now, bye=True)
 
     def _in_dialog_gone(self, status: int, now: float) -> None:
         if status == 481:
-            self._answer_pending_requests()
-            self._terminate(Ended(EndReason.DIALOG_GONE, 481))
+            self._abandon(EndReason.DIALOG_GONE, 481, now, bye=False)
         else:
-            self._send_bye(EndReason.REQUEST_TIMEOUT, now)
+            self._abandon(EndReason.REQUEST_TIMEOUT, None, now, bye=True)
+
+    def _abandon(self, reason: EndReason, status: int | None, now: float, *, bye: bool) -> None:
+        """End the session after a failed in-dialog request (§12.2.1.2), whatever its
+        phase: an unanswered INVITE of the peer still gets its final response, one of ours
+        is CANCELled (Failed follows), a confirmed dialog gets a BYE unless it is gone."""
+        if self.state in (SessionState.TERMINATING, SessionState.TERMINATED):
+            return
+        if self._uas_invite is not None:
+            self._final_reject(480, None, (), reason)
+            return
+        if self.role is Role.UAC and self.state in (SessionState.CALLING, SessionState.EARLY):
+            self._cancel_invite(now)
+            return
+        if bye:
+            self._send_bye(reason, now)
+        else:
+            self._answer_pending_requests()
+            self._terminate(Ended(reason, status))
 
     # =========================================================================================
     # timers

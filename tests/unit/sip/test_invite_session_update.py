@@ -146,3 +146,27 @@ class TestEarlyDialog:
         n.call(n.b, lambda: n.b.s.provisional(180, n.now))
         with pytest.raises(SessionError):
             n.a.s.update(b"v=0 x\r\n", n.now)
+
+
+class TestEarlyFailures:
+    def test_update_timeout_in_early_dialog_cancels_our_invite(self) -> None:
+        n = Net()
+        n.invite(OFFER)
+        n.call(n.b, lambda: n.b.s.provisional(183, n.now, sdp=ANSWER, reliable=True))
+        n.drop = lambda m: isinstance(m, Request) and m.method == "UPDATE"
+        n.call(n.a, lambda: n.a.s.update(None, n.now))
+        n.advance(33)  # the UPDATE transaction times out (Timer F stand-in)
+        assert any(isinstance(m, Request) and m.method == "CANCEL" for m in n.a.sent)
+        assert n.a.s.terminated and n.b.s.terminated
+        assert n.b.responses(487, "INVITE")
+
+    def test_481_to_uas_update_in_early_dialog_still_answers_the_invite(self) -> None:
+        n = Net()
+        n.invite(OFFER)
+        n.call(n.b, lambda: n.b.s.provisional(183, n.now, sdp=ANSWER, reliable=True))
+        n.a.s.state = SessionState.TERMINATED  # the caller forgot the call: it answers 481
+        n.call(n.b, lambda: n.b.s.update(None, n.now))
+        assert n.a.responses(481, "UPDATE")
+        finals = [r for r in n.b.responses() if r.cseq.method == "INVITE" and r.status >= 200]
+        assert [r.status for r in finals] == [480]
+        assert n.b.s.terminated
