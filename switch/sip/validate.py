@@ -13,7 +13,8 @@
 4. §8.2.2.1 Request-URI scheme → 416;
 5. §8.2.2.3 Require → 420 + Unsupported (never for ACK/CANCEL);
 6. §8.2.3 content: Content-Encoding → 415 + Accept-Encoding, Content-Type → 415 + Accept
-   (``multipart/mixed`` passes when ``application/sdp`` is accepted and one part is SDP);
+   (``multipart/mixed`` passes when ``application/sdp`` is accepted and one part is SDP;
+   a body with ``Content-Disposition: …;handling=optional`` is never a reason to refuse);
 7. Accept of INVITE/OPTIONS without application/sdp → 406.
 
 A missing Max-Forwards is tolerated (RFC 2543 peers, RFC 4475 §3.4.1). ACK is never
@@ -138,7 +139,7 @@ def check_request(
         if any(e != "identity" for e in enc):
             return make_response(req, 415, headers=[("Accept-Encoding", "identity")])
         ctype = req.content_type
-        if ctype is None or not _body_acceptable(req, ctype, accept_types):
+        if (ctype is None or not _body_acceptable(req, ctype, accept_types)) and not _optional_body(req):
             return make_response(req, 415, headers=[("Accept", ", ".join(sorted(accept_types)))])
     # 7. Accept (RFC 3261 §11.2 / §21.4.7): INVITE/OPTIONS answers carry SDP.
     if req.method in ("INVITE", "OPTIONS") and "Accept" in h:
@@ -147,6 +148,19 @@ def check_request(
         if accepted and not any(a in ("application/sdp", "application/*", "*/*") for a in accepted):
             return make_response(req, 406, headers=[("Accept", "application/sdp")])
     return None
+
+
+def _optional_body(req: Request) -> bool:
+    # RFC 3261 §20.11 / §8.2.3: "handling=optional" lets the UAS ignore a body it does
+    # not understand instead of rejecting the request.
+    cd = req.headers.get("Content-Disposition")
+    if cd is None:
+        return False
+    for p in cd.split(";")[1:]:
+        k, _, v = p.partition("=")
+        if k.strip().lower() == "handling" and v.strip().lower() == "optional":
+            return True
+    return False
 
 
 def _raw_tags(req: Request, name: str) -> list[str]:

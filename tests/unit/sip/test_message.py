@@ -395,6 +395,15 @@ def test_multipart_with_an_sdp_part_is_accepted() -> None:
     assert resp is not None and resp.status == 415
 
 
+def test_unknown_optional_body_is_ignored_instead_of_refused() -> None:
+    data = invite("Content-Disposition: render;handling=optional").replace(
+        b"Content-Type: application/sdp", b"Content-Type: application/x-private", 1
+    )
+    assert verdict(parse_request(data)) is None
+    resp = verdict(parse_request(data.replace(b"handling=optional", b"handling=required")))
+    assert resp is not None and resp.status == 415
+
+
 def test_compressed_body_gets_415_with_accept_encoding() -> None:
     resp = verdict(parse_request(invite("Content-Encoding: gzip")))
     assert resp is not None and resp.status == 415
