@@ -200,12 +200,23 @@ def generator_main() -> None:
 
 
 class GenClient:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, native: bool) -> None:
         self.proc = proc
+        self.native = native
+
+    def _line(self, cmd: dict[str, Any]) -> str:
+        if not self.native:
+            return json.dumps(cmd)
+        if cmd["cmd"] == "open":
+            return f"open {cmd['n']}"
+        if cmd["cmd"] == "run":
+            ports = " ".join(str(p) for p in cmd["targets"])
+            return f"run {cmd['duration']} {int(cmd['send'])} {ports}"
+        return "close"
 
     async def call(self, timeout: float, **cmd: Any) -> Any:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        self.proc.stdin.write((self._line(cmd) + "\n").encode())
         await self.proc.stdin.drain()
         line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
         if not line:
@@ -313,10 +324,17 @@ async def engine_main(args: argparse.Namespace) -> None:
     engine = MediaEngine(MediaConfig(rtp_ports=args.ports, rtp_timeout_s=0), bind_ip="127.0.0.1",
                          advertise_ip="127.0.0.1", data_dir=data_dir)
     await engine.start(default_prompts=False)
+    native = None if args.gen == "python" else build_native_generator(data_dir)
+    if args.gen == "c" and native is None:
+        raise SystemExit("--gen c: gcc could not build the native generator")
+    argv = [str(native)] if native else [sys.executable, __file__, "--role", "gen"]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--role", "gen", stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE)
-    gen = GenClient(proc)
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        limit=1 << 24)
+    gen = GenClient(proc, native is not None)
+    print(f"# generator: {'native C (epoll)' if native else 'Python (epoll)'}; "
+          f"engine: {'asyncio' if args.no_uvloop else 'uvloop'}; cpus: {os.cpu_count()}",
+          flush=True)
     started = time.monotonic()
     summary: dict[str, Any] = {}
     try:
@@ -363,6 +381,162 @@ DEFAULT_STEPS = {
 }
 
 
+def build_native_generator(workdir: Path) -> Path | None:
+    """Compile the C generator (same protocol, ~10x less CPU than the Python one) into
+    ``workdir``; None when no C compiler is available."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        return None
+    src = workdir / "rtpgen.c"
+    exe = workdir / "rtpgen"
+    src.write_text(NATIVE_GENERATOR)
+    import subprocess
+
+    r = subprocess.run([cc, "-O2", "-o", str(exe), str(src), "-lm"], capture_output=True,
+                       text=True, timeout=60, check=False)
+    if r.returncode != 0:
+        print(f"# native generator build failed, using Python: {r.stderr[-300:]}", flush=True)
+        return None
+    return exe
+
+
+NATIVE_GENERATOR = r"""/* RTP load generator for bench/media.py (protocol of the Python one). */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static int *socks; static int nsocks;
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9; }
+static double cpu(void) { struct rusage r; getrusage(RUSAGE_SELF, &r);
+  return r.ru_utime.tv_sec + r.ru_utime.tv_usec / 1e6 + r.ru_stime.tv_sec + r.ru_stime.tv_usec / 1e6; }
+static int cmpd(const void *a, const void *b) { double x = *(const double *)a,
+    y = *(const double *)b; return (x > y) - (x < y); }
+static double pct(double *v, long n, double q) { if (!n) return 0;
+    long i = (long)(q / 100.0 * (n - 1) + 0.5); return v[i]; }
+static void stats(const char *name, double *v, long n, int added) {
+  if (!n) { printf("\"%s\":{\"n\":0}", name); return; }
+  qsort(v, n, sizeof(double), cmpd);
+  double med = pct(v, n, 50), p99 = pct(v, n, 99), mx = v[n - 1];
+  double *dev = malloc(sizeof(double) * n);
+  for (long i = 0; i < n; i++) dev[i] = fabs(v[i] - med);
+  qsort(dev, n, sizeof(double), cmpd);
+  printf("\"%s\":{\"n\":%ld,\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"max_ms\":%.4f,\"added_p99_ms\":%.4f}",
+         name, n, med * 1e3, p99 * 1e3, mx * 1e3, added ? pct(dev, n, 99) * 1e3 : 0.0);
+  free(dev);
+}
+
+int main(void) {
+  char *line = NULL; size_t cap = 0;
+  setvbuf(stdout, NULL, _IOFBF, 1 << 20);
+  while (getline(&line, &cap, stdin) > 0) {
+    if (!strncmp(line, "open ", 5)) {
+      for (int i = 0; i < nsocks; i++) close(socks[i]);
+      nsocks = atoi(line + 5); socks = realloc(socks, sizeof(int) * nsocks);
+      printf("{\"ports\":[");
+      for (int i = 0; i < nsocks; i++) {
+        int s = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0); int buf = 1 << 18;
+        setsockopt(s, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        bind(s, (struct sockaddr *)&a, sizeof a); socklen_t l = sizeof a;
+        getsockname(s, (struct sockaddr *)&a, &l); socks[i] = s;
+        printf("%s%d", i ? "," : "", ntohs(a.sin_port));
+      }
+      printf("]}\n"); fflush(stdout);
+    } else if (!strncmp(line, "close", 5)) {
+      for (int i = 0; i < nsocks; i++) close(socks[i]);
+      nsocks = 0; printf("{\"ok\":true}\n"); fflush(stdout);
+    } else if (!strncmp(line, "run ", 4)) {
+      char *p = line + 4; double duration = strtod(p, &p); int send_on = (int)strtol(p, &p,
+          10);
+      int ep = epoll_create1(0);
+      for (int i = 0; i < nsocks; i++) {
+        int port = (int)strtol(p, &p, 10);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        connect(socks[i], (struct sockaddr *)&a, sizeof a);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, socks[i], &ev);
+      }
+      long cap_d = (long)(nsocks * 50 * (duration + 2)) + 1000;
+      double *delays = malloc(sizeof(double) * cap_d), *gaps = malloc(sizeof(double) * cap_d);
+      double *late = malloc(sizeof(double) * (long)(duration * 1000 + 100));
+      long nd = 0, ng = 0, nl = 0;
+      long *sent = calloc(nsocks, sizeof(long)), *recv_n = calloc(nsocks, sizeof(long));
+      double *last = calloc(nsocks, sizeof(double));
+      uint16_t *seq = calloc(nsocks, sizeof(uint16_t));
+      unsigned char pkt[172]; memset(pkt, 0xd5, sizeof pkt);
+      double c0 = cpu(), t0 = now() + 0.05, end = t0 + duration; long k = 0;
+      struct epoll_event evs[256]; unsigned char rb[2048];
+      for (;;) {
+        double t = now(), timeout;
+        if (send_on && t < end) {
+          double deadline = t0 + k * 0.001;
+          if (t >= deadline) {
+            late[nl++] = t - deadline; long tick = k / 20;
+            for (int i = (int)(k % 20); i < nsocks; i += 20) {
+              pkt[0] = 0x80; pkt[1] = 8; *(uint16_t *)(pkt + 2) = htons(seq[i]++);
+              *(uint32_t *)(pkt + 4) = htonl((uint32_t)(tick * 160));
+                  *(uint32_t *)(pkt + 8) = htonl(0x1000 + i);
+              double st = now(); uint64_t b; memcpy(&b, &st, 8); b = __builtin_bswap64(b);
+                  memcpy(pkt + 12, &b, 8);
+              if (send(socks[i], pkt, sizeof pkt, 0) > 0) sent[i]++;
+            }
+            k++; continue;
+          }
+          timeout = deadline - t;
+        } else {
+          if (t >= end + 0.5) break;
+          timeout = end + 0.5 - t; if (timeout > 0.05) timeout = 0.05;
+        }
+        int n = epoll_wait(ep, evs, 256, (int)ceil(timeout * 1000));
+        for (int e = 0; e < n; e++) {
+          int i = evs[e].data.u32;
+          for (;;) {
+            ssize_t r = recv(socks[i], rb, sizeof rb, 0);
+            if (r < 0) { if (errno == EAGAIN || errno == EWOULDBLOCK) break; continue; }
+            double rt = now(); recv_n[i]++;
+            if (send_on) {
+              if (r >= 20 && nd < cap_d) { uint64_t b; memcpy(&b, rb + 12, 8);
+                  b = __builtin_bswap64(b); double st; memcpy(&st, &b, 8);
+                      delays[nd++] = rt - st; }
+            } else {
+              if (last[i] > 0 && ng < cap_d) gaps[ng++] = fabs(rt - last[i] - 0.020);
+              last[i] = rt;
+            }
+          }
+        }
+      }
+      double cpu_s = cpu() - c0; close(ep);
+      printf("{\"sent\":[");
+      for (int i = 0; i < nsocks; i++) printf("%s%ld", i ? "," : "", sent[i]);
+      printf("],\"received\":[");
+      for (int i = 0; i < nsocks; i++) printf("%s%ld", i ? "," : "", recv_n[i]);
+      printf("],"); stats("delays", delays, nd, 1); printf(","); stats("gaps", gaps, ng, 0);
+      qsort(late, nl, sizeof(double), cmpd);
+      printf(",\"gen_cpu_s\":%.4f,\"gen_late_p99_ms\":%.4f,\"gen_late_max_ms\":%.4f}\n",
+             cpu_s, pct(late, nl, 99) * 1e3, nl ? late[nl - 1] * 1e3 : 0.0);
+      fflush(stdout);
+      free(delays); free(gaps); free(late); free(sent); free(recv_n); free(last); free(seq);
+    } else break;
+  }
+  return 0;
+}
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--role", choices=["engine", "gen"], default="engine")
@@ -372,6 +546,9 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=600.0, help="budget for the whole run")
     ap.add_argument("--ports", default="30000-45999", help="engine RTP port range")
     ap.add_argument("--no-uvloop", action="store_true")
+    ap.add_argument("--gen", choices=["auto", "c", "python"], default="auto",
+                    help="traffic generator: native C (built with gcc, leaves the CPU to the "
+                    "engine) or Python")
     args = ap.parse_args()
     if args.role == "gen":
         generator_main()
