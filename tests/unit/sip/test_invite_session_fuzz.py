@@ -18,6 +18,7 @@ from switch.sip.invite_session import (
     SessionError,
     SessionState,
 )
+from switch.sip.sdp_offer_state import OfferState
 
 from .test_invite_session_kit import Net, Side, endpoint
 
@@ -64,6 +65,20 @@ def act(n: Net, side: Side, op: str, k: int) -> None:
         pass  # the caller asked for something impossible right now: a clear error
 
 
+def check_agreement(n: Net) -> None:
+    """Without loss, two confirmed sessions with nothing in flight agree on the SDP: what
+    one side sent last is what the other received (RFC 3264 §4)."""
+    a, b = n.a.s, n.b.s
+    quiet = all(
+        s.state is SessionState.CONFIRMED and s.oa.state is OfferState.IDLE and not s._busy()
+        for s in (a, b)
+    )
+    event(f"sdp agreement checked: {quiet}")
+    if quiet:
+        assert a.local_sdp == b.remote_sdp
+        assert a.remote_sdp == b.local_sdp
+
+
 def terminal_events(side: Side) -> list[object]:
     return [e for e in side.events() if isinstance(e, Failed | Ended)]
 
@@ -99,6 +114,9 @@ def test_random_orders_never_raise_and_bye_always_terminates(
             act(n, n.a if who == "a" else n.b, what, i + seed)
         for side in (n.a, n.b):
             assert len(terminal_events(side)) <= 1
+    if loss == 0 and n.b.session is not None:
+        n.advance(0.001)
+        check_agreement(n)
     side = n.a if closer == "a" or n.b.session is None else n.b
     event(f"{side.name} {side.s.state.value} before bye()")
     n.call(side, lambda: side.s.bye(n.now))
