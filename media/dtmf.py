@@ -62,21 +62,34 @@ def pack_telephone_event(event: int, end: bool, duration: int, volume: int = 10)
 class TelephoneEventReceiver:
     """Digits from RFC 4733 packets. A new event is recognised by a new RTP timestamp
     (RFC 4733 §2.5.1.2: all packets of one event share the timestamp), not by the marker
-    bit, which may be lost with the first packet."""
+    bit, which may be lost with the first packet. Repeated end packets are absorbed.
+
+    One exception: a sender replaying a capture may reuse the timestamp for a second
+    press. When ``now`` is given, a non-end packet arriving more than ``REPRESS_GAP_S``
+    after the previous event ended starts a new event (reordering never delays a packet
+    that long, and nobody presses a key twice faster than that)."""
+
+    REPRESS_GAP_S = 0.1
 
     def __init__(self) -> None:
-        self._last_key: tuple[int, int] | None = None
+        self._last_key: tuple[int, int, int] | None = None
         self._ended = False
+        self._last_time = 0.0
 
-    def on_packet(self, ssrc: int, timestamp: int, payload: bytes) -> str | None:
+    def on_packet(self, ssrc: int, timestamp: int, payload: bytes,
+                  now: float | None = None) -> str | None:
         """Return the digit when this packet starts a new event, else ``None``."""
         ev = parse_telephone_event(payload)
         if ev is None or ev.digit is None:
             return None
-        key = (ssrc, timestamp)
+        key = (ssrc, timestamp, ev.event)
+        last_time, self._last_time = self._last_time, now or 0.0
         if key == self._last_key:
-            self._ended = self._ended or ev.end
-            return None
+            repressed = (now is not None and self._ended and not ev.end
+                         and now - last_time > self.REPRESS_GAP_S)
+            if not repressed:
+                self._ended = self._ended or ev.end
+                return None
         self._last_key = key
         self._ended = ev.end
         return ev.digit

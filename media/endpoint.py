@@ -319,7 +319,7 @@ class MediaEndpoint:
             off = payload_offset(data)
             if off < 0:
                 return
-            digit = self._te_rx.on_packet(ssrc, ts, data[off:])
+            digit = self._te_rx.on_packet(ssrc, ts, data[off:], now)
             if peer is not None:
                 if peer._te_pt is not None:
                     peer._relay_in(data, b1, seq, ts, ssrc, self._codec, now, te=True)

@@ -170,14 +170,14 @@ async def test_rfc2833_pcaps_replayed_by_sipp_are_detected(
     seen: list[str] = []
     ep.events.on("dtmf", seen.append)
     stub, stub_port = await stub_for(ep)
-    names = ["1", "9", "star", "0", "pound"]
+    names = ["1", "1", "9", "star", "0", "pound"]  # the same capture twice: two presses
     files = [PCAPS / f"dtmf_2833_{n}.pcap" for n in names]
     with sipp_process(tmp_path, scenario_with(files), stub_port, talk_ms=500) as sipp:
         await asyncio.wait_for(stub.acked.wait(), 10)
-        digits = await ep.collect_digits(5, first_digit_timeout=10, inter_digit_timeout=3)
+        digits = await ep.collect_digits(6, first_digit_timeout=10, inter_digit_timeout=3)
         await finish(sipp, stub)
-    assert digits == "19*0#"
-    assert seen == list("19*0#")
+    assert digits == "119*0#"
+    assert seen == list("119*0#")
 
 
 async def test_prompt_echoed_by_sipp_arrives_complete_and_in_order(

@@ -61,6 +61,24 @@ def test_same_digit_twice_is_two_events_by_timestamp() -> None:
     assert [g for g in got if g] == ["7", "7"]
 
 
+def test_replayed_capture_with_the_same_timestamp_counts_each_press() -> None:
+    rx = TelephoneEventReceiver()
+    plan = telephone_event_packets("3")
+    got = [rx.on_packet(1, 1000, pe.payload, 10.0 + i * 0.02) for i, pe in enumerate(plan)]
+    # the same packets again 0.5 s later (a second replay of one capture)
+    got += [rx.on_packet(1, 1000, pe.payload, 10.5 + i * 0.02) for i, pe in enumerate(plan)]
+    # a late duplicate of the end packet right after is still absorbed
+    got.append(rx.on_packet(1, 1000, plan[-1].payload, 10.5 + len(plan) * 0.02))
+    assert [g for g in got if g] == ["3", "3"]
+
+
+def test_different_event_on_the_same_timestamp_is_a_new_digit() -> None:
+    rx = TelephoneEventReceiver()
+    a = telephone_event_packets("1")[0].payload
+    b = telephone_event_packets("2")[0].payload
+    assert [rx.on_packet(1, 5, a), rx.on_packet(1, 5, b)] == ["1", "2"]
+
+
 def test_send_plan_marker_first_and_three_end_packets() -> None:
     plan = telephone_event_packets("#", duration_ms=100)
     assert plan[0].marker and not any(p.marker for p in plan[1:])
