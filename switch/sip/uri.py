@@ -3,7 +3,8 @@
 Everything here is a frozen, hashable value parsed from text and serialised back with
 ``str()``. Parsers are hand written (``str.find`` / ``partition`` and character-set checks):
 no regular expression with nested quantifiers ever sees peer input, so hostile input costs
-linear time.
+linear time. ``parse_uri``, ``parse_name_addr`` and ``parse_via`` memoise results in
+bounded LRU caches (4096 entries each): values are immutable, so sharing is safe.
 
 Leniency (documented choices, "liberal in what you accept" where it is unambiguous):
 
@@ -23,6 +24,7 @@ SIP URIs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -96,6 +98,11 @@ _WS = " \t"
 # RFC 3261 §19.1.2: ``reserved`` characters stay escaped when URIs are compared.
 _RESERVED = frozenset(";/?:@&=+$,")
 _TEL_VISUAL = str.maketrans("", "", "-.()")
+# Parsed values are immutable, so identical text (the same From/To/Contact for a whole
+# dialog, the same Via in every response of a transaction, the same gateway URIs) is
+# parsed once. The caches are bounded and hold only successful results; hostile floods
+# of unique text merely cost the normal parse.
+_PARSE_CACHE = 4096
 _HOSTPORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]+))?")
 _TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"
 # sent-protocol and sent-by of a Via (LWS allowed around "/" and ":", RFC 3261 §20.42)
@@ -412,6 +419,7 @@ class SipUri:
         return "".join(parts)
 
 
+@functools.lru_cache(maxsize=_PARSE_CACHE)
 def parse_uri(text: str) -> SipUri:
     """Parse any absolute URI; ``sip``/``sips``/``tel`` are parsed into their parts, other
     schemes keep ``opaque``. Raises :class:`SipParseError`."""
@@ -615,6 +623,7 @@ class NameAddr:
         return f"{dn}<{self.uri}>{_params_str(self.params)}"
 
 
+@functools.lru_cache(maxsize=_PARSE_CACHE)
 def parse_name_addr(text: str) -> NameAddr:
     """Parse ``name-addr`` or ``addr-spec`` followed by header parameters.
 
@@ -748,6 +757,7 @@ class Via:
         return f"{self.protocol}/{self.transport} {hp}{_params_str(self.params)}"
 
 
+@functools.lru_cache(maxsize=_PARSE_CACHE)
 def parse_via(value: str) -> Via:
     """One via-parm: ``SIP / 2.0 / UDP host[:port] *(;param)`` with LWS allowed around the
     slashes (RFC 4475 §3.1.1.1) and an RFC 2543 comment ignored."""
