@@ -283,7 +283,11 @@ class MediaEndpoint:
         now = self._loop.time()
         for _ in range(RECV_BATCH):
             try:
-                data, addr = sock.recvfrom(2048)
+                if self._latched and self._remote is not None:
+                    # connected: the kernel only delivers the peer's packets
+                    data, addr = sock.recv(2048), self._remote
+                else:
+                    data, addr = sock.recvfrom(2048)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # ICMP port unreachable reported on a connected socket
