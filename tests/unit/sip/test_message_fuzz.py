@@ -9,9 +9,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from switch.sip.headers import Headers
 from switch.sip.message import Request, Response
 from switch.sip.parser import SipParseError, StreamFramer, error_response, parse_message
-from switch.sip.uri import parse_name_addr, parse_uri, parse_via
+from switch.sip.uri import NameAddr, SipUri, parse_name_addr, parse_uri, parse_via, uri_equal
 from switch.sip.validate import check_request, is_acceptable_response
 from tests.paths import CONFORMANCE
 
@@ -151,3 +152,49 @@ def test_address_parsers_only_raise_sip_parse_error(text: str) -> None:
             continue
         # a parsed value serialises to text that parses to the same value
         assert fn(str(value)) == value
+
+
+# ---------------------------------------------------------------------------------------
+# Generated well-formed values survive serialise → parse unchanged
+
+
+_TOKENS = st.text(alphabet=st.sampled_from("abcXYZ019-_.!~*'+"), min_size=1, max_size=12)
+_HOSTS = st.one_of(
+    st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z][a-z0-9-]{0,10}){0,3}", fullmatch=True),
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(str),
+)
+_PARAMS = st.lists(st.tuples(_TOKENS, st.one_of(st.none(), _TOKENS)), max_size=4).map(tuple)
+
+
+@st.composite
+def sip_uris(draw: st.DrawFn) -> SipUri:
+    return SipUri(
+        scheme=draw(st.sampled_from(["sip", "sips"])),
+        user=draw(st.one_of(st.none(), _TOKENS)),
+        host=draw(_HOSTS),
+        port=draw(st.one_of(st.none(), st.integers(1, 65535))),
+        params=draw(_PARAMS),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(sip_uris(), st.one_of(st.none(), st.text(max_size=20)), _PARAMS)
+def test_generated_uris_and_addresses_round_trip(
+    uri: SipUri, display: str | None, params: tuple[tuple[str, str | None], ...]
+) -> None:
+    assert parse_uri(str(uri)) == uri
+    assert uri_equal(parse_uri(str(uri)), uri)
+    na = NameAddr(display, uri, params)
+    back = parse_name_addr(str(na))
+    assert back.uri == uri and back.params == params
+    expected = None if display is None else display.replace("\r", "").replace("\n", "")
+    assert back.display_name == (expected or None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_TOKENS, min_size=1, max_size=6))
+def test_list_header_values_read_the_same_joined_or_on_separate_lines(tags: list[str]) -> None:
+    joined = Headers([("Supported", ", ".join(tags))])
+    separate = Headers([("k", t) for t in tags])
+    assert joined.get_all("supported") == separate.get_all("Supported") == tags
