@@ -13,6 +13,7 @@ class MediaConfig(BaseModel):
     ptime: int = 20
     tts_voice: str = "cmn"  # espeak-ng voice for languageType 2; "en" is used for languageType 1
     tts_voice_en: str = "en"  # espeak-ng voice for languageType 1
+    tts_variant: str = "f3"  # espeak-ng voice variant (TPL-3: one fixed female voice); "" = none
     tts_timeout_s: float = 20.0  # bound on each espeak-ng / sox run
     rtp_timeout_s: float = 30.0  # "media_timeout" after this long without RTP (0 = off)
     inband_dtmf: bool = True  # Goertzel detection when the peer negotiated no telephone-event

@@ -365,11 +365,15 @@ class TtsRenderer:
         self._inflight: dict[str, asyncio.Future[Path]] = {}
 
     def voice_for(self, language: int) -> str:
+        """espeak-ng voice name: the language voice plus the configured variant (TPL-3)."""
         if language == LANG_MANDARIN:
-            return self._config.tts_voice
-        if language == LANG_ENGLISH:
-            return self._config.tts_voice_en
-        raise TemplateError("languageType must be 1 (English) or 2 (Mandarin)")
+            voice = self._config.tts_voice
+        elif language == LANG_ENGLISH:
+            voice = self._config.tts_voice_en
+        else:
+            raise TemplateError("languageType must be 1 (English) or 2 (Mandarin)")
+        variant = self._config.tts_variant
+        return f"{voice}+{variant}" if variant and "+" not in voice else voice
 
     def cache_path(self, text: str, voice: str) -> Path:
         h = hashlib.sha256(f"{RENDER_VERSION}\0{voice}\0{text}".encode()).hexdigest()[:32]

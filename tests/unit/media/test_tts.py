@@ -164,3 +164,12 @@ async def test_tool_timeout_kills_the_process() -> None:
 async def test_tool_failure_is_reported() -> None:
     with pytest.raises(TtsError, match="failed"):
         await run_tool(["sox", "/nonexistent.wav", "/tmp/x.wav"], None, 5)
+
+
+def test_one_fixed_female_voice_per_language(tmp_path: Path) -> None:
+    r = TtsRenderer(tmp_path, MediaConfig())
+    assert (r.voice_for(2), r.voice_for(1)) == ("cmn+f3", "en+f3")
+    plain = TtsRenderer(tmp_path, MediaConfig(tts_variant=""))
+    assert plain.voice_for(2) == "cmn"
+    with pytest.raises(TemplateError):
+        r.voice_for(3)
