@@ -349,7 +349,6 @@ class _ClientInvite:
     purpose: _Purpose
     final: bool = False
     ack: Request | None = None
-    remote_tag: str | None = None
 
 
 @dataclass(slots=True)
@@ -471,6 +470,7 @@ class InviteSession:
         self._rel: _Reliable1xx | None = None
         self._rel_queue: deque[_QueuedProvisional] = deque()
         self._next_rseq = 0
+        self._dialog_seq: int | None = None
         self._peer_100rel = False
         self._peer_requires_100rel = False
         self._bye_after_ack = False
@@ -542,10 +542,10 @@ class InviteSession:
             return
         if _sdp(invite):
             self.oa.remote_offer(_sdp(invite))
-        next_seq = self._rng.randint(1, 2**16)
-        self._rseq_base = self._rng.randint(1, 2**30)
-        self._next_rseq = self._rseq_base
-        self._dialog_seq = next_seq
+        # §8.1.1.5 / RFC 3262 §3: our first CSeq in this dialog and the first RSeq are
+        # random (well below 2**31, so they never wrap in practice)
+        self._dialog_seq = self._rng.randint(1, 2**16)
+        self._next_rseq = self._rng.randint(1, 2**30)
 
     # =========================================================================================
     # public properties
@@ -1442,7 +1442,6 @@ class InviteSession:
             # raises DialogError (→ the 2xx is dropped, nothing changed) without a To tag
             d = Dialog.uac(self._initial_invite, resp, self.config.local, self._token)
         inv.final = True
-        inv.remote_tag = tag
         self._cancel(TimerKey.CANCEL_GUARD)
         self._dialog = d
         self._early.clear()  # other forks' early dialogs die with the 2xx (§13.2.2.4)
