@@ -162,14 +162,28 @@ async def test_prompt_on_a_bridged_leg_overrides_relay(engine: MediaEngine,
     a = await connected(engine, pa, leg="a")
     b = await connected(engine, pb_, leg="b")
     engine.bridge(a, b)
+    for _ in range(3):  # relay first
+        pa.send((ADDR, a.port), b"\x11" * 160)
+        await asyncio.sleep(0.02)
+    relayed = await pb_.packets(3)
     playing = b.play_audio([b"\x55" * 1600])  # lastMinVoice to b while bridged
     for _ in range(5):
         pa.send((ADDR, a.port), b"\x66" * 160)
         await asyncio.sleep(0.02)
     await playing
-    got = await pb_.drain(0.1)
-    assert {p.payload for p in got} == {b"\x55" * 160}
-    assert seq_steps(got) == {1}
+    prompt = await pb_.drain(0.1)
+    assert {p.payload for p in prompt} == {b"\x55" * 160}  # the relay waits
+    for _ in range(3):  # and resumes after the prompt
+        pa.send((ADDR, a.port), b"\x77" * 160)
+        await asyncio.sleep(0.02)
+    after = await pb_.packets(3)
+    stream = relayed + prompt + after
+    assert [p.payload[0] for p in stream] == [0x11] * 3 + [0x55] * 10 + [0x77] * 3
+    assert len({p.ssrc for p in stream}) == 1
+    assert seq_steps(stream) == {1}
+    ts_steps = [(y.timestamp - x.timestamp) & 0xFFFFFFFF for x, y in itertools.pairwise(stream)]
+    assert all(0 < s < 8000 for s in ts_steps)
+    assert prompt[0].marker and after[0].marker
 
 
 async def test_rfc4733_pcap_digits_and_barge_in(engine: MediaEngine, peers: PeerFactory) -> None:
