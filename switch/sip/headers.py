@@ -183,8 +183,8 @@ def canonical_name(name: str) -> str:
 
 def _key(name: str) -> str:
     low = name.lower()
-    c = _CANONICAL.get(low)
-    return c.lower() if c is not None else low
+    ck = _CANON_KEYS.get(low)
+    return low if ck is None else ck[1]
 
 
 class Headers:

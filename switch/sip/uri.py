@@ -103,6 +103,8 @@ _TEL_VISUAL = str.maketrans("", "", "-.()")
 # parsed once. The caches are bounded and hold only successful results; hostile floods
 # of unique text merely cost the normal parse.
 _PARSE_CACHE = 4096
+_ADDR_SPEC_END = re.compile(r"[; \t]")
+_NOT_DISPLAY = re.compile(r'[\x00-\x08\x0a-\x1f"<>\x7f]')  # HTAB is LWS, allowed
 _HOSTPORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]+))?")
 _TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"
 # sent-protocol and sent-by of a Via (LWS allowed around "/" and ":", RFC 3261 §20.42)
@@ -650,11 +652,8 @@ def parse_name_addr(text: str) -> NameAddr:
         rest = s[gt + 1 :].lstrip(_WS)
     else:
         # addr-spec: the URI ends at the first ';' or LWS
-        end = len(s)
-        for idx, c in enumerate(s):
-            if c in "; \t":
-                end = idx
-                break
+        m = _ADDR_SPEC_END.search(s)
+        end = len(s) if m is None else m.start()
         spec = s[:end]
         if "?" in spec or "," in spec or "<" in spec or ">" in spec or '"' in spec:
             raise SipParseError("Address with ? or , must be enclosed in <>")
@@ -670,7 +669,7 @@ def parse_name_addr(text: str) -> NameAddr:
 
 def _is_display_prefix(text: str) -> bool:
     # An unquoted display name: printable text without '"', '<', '>', control characters.
-    return all(c >= " " and c not in '"<>\x7f' for c in text)
+    return _NOT_DISPLAY.search(text) is None
 
 
 def parse_name_addrs(value: str) -> tuple[NameAddr, ...]:

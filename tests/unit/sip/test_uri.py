@@ -168,6 +168,11 @@ def test_name_addr_with_quoted_display_name_and_tag() -> None:
     assert str(na) == '"Alice \\"A\\" Smith" <sip:alice@atlanta.example.com>;tag=1928301774'
 
 
+def test_unquoted_display_name_tokens_may_be_separated_by_any_lws() -> None:
+    na = parse_name_addr("Alice\t Liddell<sip:alice@example.com>;tag=1")
+    assert na.display_name == "Alice\t Liddell" and na.tag == "1"
+
+
 def test_addr_spec_parameters_belong_to_the_header_not_the_uri() -> None:
     na = parse_name_addr("sip:bob@biloxi.example.com;tag=a6c85cf;user=phone")
     assert na.uri.params == ()
