@@ -36,11 +36,13 @@ class LegRinging:
     status: int                 # 180 / 181 / 182 / 183 ...
     sdp: bytes | None           # early-media SDP carried by the provisional, if any
     reliable: bool = False
+    reason: str = ""            # Reason header (RFC 3326), e.g. a Q.850 cause of an announcement
 
 
 @dataclass(frozen=True, slots=True)
 class LegEarlyMedia:
     sdp: bytes
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,9 +194,10 @@ class Leg:
                 self.emit(LegTrying())
             else:
                 self.emit(LegRinging(st, ev.response.body or None,
-                                     reliable=ev.response.headers.get("RSeq") is not None))
+                                     reliable=ev.response.headers.get("RSeq") is not None,
+                                     reason=ev.response.headers.get("Reason") or ""))
         elif isinstance(ev, inv.EarlyMedia):
-            self.emit(LegEarlyMedia(ev.sdp))
+            self.emit(LegEarlyMedia(ev.sdp, ev.response.headers.get("Reason") or ""))
         elif isinstance(ev, inv.Answered):
             sdp = ev.sdp
             if sdp is None and self.adapter is not None:

@@ -1,0 +1,103 @@
+"""What every call scenario needs: originate a media-anchored leg, report leg events with
+the right caller/called numbers, and finish a session with exactly one ``CallEnded``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from media.engine import MediaEngine
+from media.errors import PortPoolExhausted
+from switch.events import CallEnded, CallEventBus, LegEvent, LegEventKind, PartyType
+from switch.events import Leg as LegName
+from switch.leg import LegFailed, LegRinging
+from switch.services import causes
+from switch.services.media_leg import MediaLeg
+from switch.ua import UserAgent
+
+log = structlog.get_logger("voicecall.services")
+
+
+class NoMediaPorts(Exception):
+    """No RTP port pair is free: the request is refused (stateCode 7109)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTimers:
+    no_answer_timeout_s: float = 60.0     # ringing longer than this is cancelled (8101/8107)
+    collect_first_digit_s: float = 5.0    # DTMF-1: "start keying within 5 s"
+    collect_inter_digit_s: float = 5.0
+    last_minute_s: float = 60.0           # PR-LAST: one minute before maxDuration
+
+
+@dataclass
+class Runtime:
+    ua: UserAgent
+    media: MediaEngine
+    bus: CallEventBus
+    timers: ServiceTimers = field(default_factory=ServiceTimers)
+
+    async def originate(self, *, session_id: str, label: LegName, number: str,
+                        from_number: str) -> MediaLeg:
+        try:
+            endpoint = await self.media.open_endpoint(call_id=session_id, leg=label.value)
+        except PortPoolExhausted as e:
+            raise NoMediaPorts(str(e)) from e
+        offer = endpoint.create_offer().encode()
+        leg = self.ua.originate(number, from_number, offer, label=label.value)
+        return MediaLeg(leg, endpoint)
+
+    def leg_event(self, session_id: str, label: LegName, kind: LegEventKind, *,
+                  caller: str, called: str, state: tuple[int, str] | None = None,
+                  sip_code: int = 0, q850: int = 0, party: PartyType | None = None) -> None:
+        self.bus.emit(LegEvent(
+            session_id=session_id, leg=label, kind=kind, timestamp=time.time(),
+            caller=caller, called=called,
+            state_code=state[0] if state is not None else None,
+            state_desc=state[1] if state is not None else "",
+            sip_code=sip_code, q850=q850, party_type=party))
+
+    async def ring_or_fail(self, ml: MediaLeg, *, session_id: str, label: LegName,
+                           caller: str, called: str, caller_side: bool,
+                           ) -> causes.LegFailure | None:
+        """Wait until ``ml`` answers (None) or fails (its LegFailure), emitting alerting and
+        answer events, cancelling after the no-answer timeout."""
+        alerted = False
+        timed_out = False
+
+        def on_event(_leg: object, ev: object) -> None:
+            nonlocal alerted
+            if isinstance(ev, LegRinging) and not alerted:
+                alerted = True
+                self.leg_event(session_id, label, LegEventKind.ALERTING,
+                               caller=caller, called=called)
+
+        ml.leg.on_event(on_event)
+        loop = asyncio.get_running_loop()
+
+        def give_up() -> None:
+            nonlocal timed_out
+            if not ml.is_answered and not ml.terminated:
+                timed_out = True
+                ml.hangup()
+
+        timer = loop.call_later(self.timers.no_answer_timeout_s, give_up)
+        try:
+            waiters: list[asyncio.Future[Any]] = [ml.answered, ml.finished]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        if ml.answered.done() and not ml.answered.cancelled():
+            self.leg_event(session_id, label, LegEventKind.ANSWER, caller=caller, called=called)
+            return None
+        ev = ml.finished.result()
+        status = ev.status if isinstance(ev, LegFailed) else 487
+        return causes.leg_failure(status, caller_side=caller_side, rang=ml.rang,
+                                  timed_out=timed_out)
+
+    def end(self, ended: CallEnded) -> None:
+        self.bus.emit(ended)
