@@ -99,5 +99,32 @@ def main() -> None:
     print(f"StreamFramer, per message: {per_op(frame, 2000) / 10:.1f} us")
 
 
+def hostile() -> None:
+    """Worst cases near the 65535-octet limit must stay linear (no regex backtracking)."""
+    from switch.sip.parser import SipParseError
+
+    head = INVITE.split(b"\r\n\r\n")[0].replace(b"Content-Length: 214", b"Content-Length: 0")
+    cases = {
+        "60 KB of quotes in Contact": head + b"\r\nContact: " + b'"\\' * 20000,
+        "60 KB of spaces in Via": head.replace(b"SIP/2.0/UDP ", b"SIP/2.0/UDP " + b" " * 60000),
+        "60 KB URI user part": head.replace(b"sip:switch@", b"sip:" + b"a" * 60000 + b"@"),
+        "60 KB of ;; in To": head + b"\r\nX: 1\r\nRoute: <sip:a" + b";x" * 30000 + b">",
+        "1000 header lines": head + b"\r\nX-A: 1" * 1000,
+        "60 KB folded line": head + b"\r\nSubject: a" + b"\r\n b" * 15000,
+    }
+    for name, data in cases.items():
+        data = data + b"\r\n\r\n"
+
+        def run(d: bytes = data) -> None:
+            try:
+                m = parse_message(d)
+                _ = (m.contacts, m.route)
+            except SipParseError:
+                pass
+
+        print(f"hostile: {name} ({len(data)} B): {per_op(run, 20):.0f} us")
+
+
 if __name__ == "__main__":
     main()
+    hostile()
