@@ -35,6 +35,25 @@ def new_tag() -> str:
     return secrets.token_hex(6)
 
 
+def _with_to_tag(resp: Response) -> Response:
+    """RFC 3261 §8.2.6.2: a UAS adds a To tag to every response but 100 (Trying). The
+    session layer tags its dialog responses; the UA core's stateless answers (401, 200 to
+    OPTIONS, 4xx from the §8.2 checks) get a fresh one here. A To that does not parse is
+    echoed as it is (answering a 400)."""
+    if resp.status <= 100:
+        return resp
+    value = resp.headers.get("To")
+    if value is None:
+        return resp
+    try:
+        to = resp.to
+    except (SipParseError, ValueError):
+        return resp
+    if to.tag is not None:
+        return resp
+    return replace(resp, headers=resp.headers.set("To", str(to.with_tag(new_tag()))))
+
+
 ResponseCallback = Callable[[Response | None], None]
 """Called with each response of a client transaction; ``None`` means it timed out or the
 transport failed (the caller synthesises 408/503)."""
@@ -117,7 +136,7 @@ class SipStack:
         if e.partial is None or e.is_response or e.partial.method == "ACK":
             return  # never answer an ACK (RFC 3261 §17.2.1)
         try:
-            resp = make_response(e.partial, 400, f"Bad Request ({e.reason})"[:120])
+            resp = _with_to_tag(make_response(e.partial, 400, f"Bad Request ({e.reason})"[:120]))
             req = stamp_via_received(e.partial, source)
             dest = response_destination(req.top_via, source)
         except Exception:  # the partial request lacks what a response needs
@@ -160,6 +179,7 @@ class SipStack:
         self._run(self.layer.cancel(txn, self.loop.time()))
 
     def send_response(self, txn: tl.ServerTransactionRef, resp: Response) -> None:
+        resp = _with_to_tag(resp)
         if resp.headers.get("Server") is None and self.user_agent:
             resp = replace(resp, headers=resp.headers.add("Server", self.user_agent))
         self._run(self.layer.send_response(txn, resp, self.loop.time()))
