@@ -35,6 +35,21 @@ def new_tag() -> str:
     return secrets.token_hex(6)
 
 
+def _unmatchable(req: Request) -> str | None:
+    """Why ``req`` cannot enter a transaction (a missing/unparseable Via, From, To,
+    Call-ID or CSeq), or None."""
+    try:
+        req.top_via  # noqa: B018 - the accessors raise on a missing or bad field
+        req.from_  # noqa: B018
+        req.to  # noqa: B018
+        if not req.call_id:
+            return "Missing Call-ID"
+        req.cseq  # noqa: B018
+    except (SipParseError, ValueError) as e:
+        return str(e) or "Bad Request"
+    return None
+
+
 def _with_to_tag(resp: Response) -> Response:
     """RFC 3261 §8.2.6.2: a UAS adds a To tag to every response but 100 (Trying). The
     session layer tags its dialog responses; the UA core's stateless answers (401, 200 to
@@ -123,6 +138,13 @@ class SipStack:
         self._trace(msg, data, "in", source)
         now = self.loop.time()
         if isinstance(msg, Request):
+            missing = _unmatchable(msg)
+            if missing is not None:
+                # The transaction layer cannot match a request without these (it drops
+                # it); RFC 3261 §8.2 / RFC 4475 §3.3.1 "insuf" want a 400, sent statelessly.
+                self.counters.bad_messages += 1
+                self._answer_bad_request(SipParseError(missing, partial=msg), source)
+                return
             msg = stamp_via_received(msg, source)
         self._run(self.layer.receive(msg, source, now))
 
@@ -137,10 +159,15 @@ class SipStack:
             return  # never answer an ACK (RFC 3261 §17.2.1)
         try:
             resp = _with_to_tag(make_response(e.partial, 400, f"Bad Request ({e.reason})"[:120]))
-            req = stamp_via_received(e.partial, source)
-            dest = response_destination(req.top_via, source)
         except Exception:  # the partial request lacks what a response needs
             return
+        try:
+            req = stamp_via_received(e.partial, source)
+            dest = response_destination(req.top_via, source)
+        except Exception:
+            # The top Via itself is unreadable (RFC 4475 §3.1.2.1 "badinv01"): the packet's
+            # source is the only address known, so answer there (symmetric, RFC 3581).
+            dest = source
         self._transmit(resp, dest, resp.to_bytes())
 
     # ---------------------------------------------------------------- output
