@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -91,9 +91,15 @@ class _StreamConn(asyncio.Protocol):
         except SipFramingError as e:
             log.info("closing stream after framing error", conn=self.conn_id, reason=str(e))
             self.owner.dropped_oversize += 1
+            # Whole messages ahead of the bad bytes are still handled (their answers are
+            # written before the close, which flushes them).
+            self._deliver(e.framed)
             if self.transport is not None:
                 self.transport.close()
             return
+        self._deliver(messages)
+
+    def _deliver(self, messages: Sequence[bytes]) -> None:
         peer = self.peer
         for m in messages:
             if m == b"":  # double-CRLF ping → single-CRLF pong (RFC 5626 §3.5.1)

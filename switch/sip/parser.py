@@ -64,7 +64,13 @@ PONG = b"\r\n"
 
 
 class SipFramingError(SipParseError):
-    """The byte stream cannot be split into messages any more: close the connection."""
+    """The byte stream cannot be split into messages any more: close the connection.
+
+    ``framed`` holds the complete messages that preceded the unframeable bytes in the same
+    :meth:`StreamFramer.feed`: deliver them, then close (whether they shared a TCP segment
+    with the bad bytes must not decide whether they are answered)."""
+
+    framed: tuple[bytes, ...] = ()
 
 
 def parse_message(data: bytes, *, max_size: int = MAX_SIZE) -> Request | Response:
@@ -344,11 +350,19 @@ class StreamFramer:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        try:
+            self._feed(data, out)
+        except SipFramingError as e:
+            e.framed = tuple(out)
+            raise
+        return out
+
+    def _feed(self, data: bytes, out: list[bytes]) -> None:
         if self._failed:
             raise SipFramingError("Stream already failed")
         buf = self._buf
         buf += data
-        out: list[bytes] = []
         while buf:
             if not self._scan:
                 # between messages: consume keep-alive CRLFs
@@ -388,7 +402,6 @@ class StreamFramer:
             out.append(bytes(buf[:total]))
             del buf[:total]
             self._scan = 0
-        return out
 
     def _content_length(self, head: bytes) -> int:
         value: int | None = None
