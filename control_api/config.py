@@ -58,14 +58,16 @@ class ApiConfig(_Section):
     @classmethod
     def _listen(cls, v: str) -> str:
         host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("expected HOST:PORT (port 0: any free port), e.g. 127.0.0.1:8080")
         return v
 
 
 class StorageConfig(_Section):
     url: str = "sqlite+aiosqlite:///./data/voicecall.db"
     recordings_retention_days: int = Field(default=7, ge=1, le=3650)
+    # Added key (control_api): apps/numbers/files/templates are cached this long per node
+    cache_ttl_s: float = Field(default=2.0, ge=0, le=300)
 
 
 class WebhooksConfig(_Section):

@@ -7,12 +7,18 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import structlog
 import uvloop
 
 from control_api.config import Config, LoadedConfig
+from control_api.plane import build_control_plane
+from media.engine import MediaEngine
+from switch.events import CallEventBus
 from switch.node import SwitchNode, SwitchSettings
+from switch.services.backend import SwitchBackend
+from switch.services.runtime import Runtime, ServiceTimers
 
 log = structlog.get_logger("voicecall.daemon")
 
@@ -40,10 +46,14 @@ def switch_settings(config: Config) -> SwitchSettings:
                           routes=config.routes, users=config.users)
 
 
-def _banner(config: Config, node: SwitchNode) -> str:
+def _banner(config: Config, node: SwitchNode, api_url: str) -> str:
     lines = [f"voicecall node {config.node.name}"]
     for a in node.listening:
         lines.append(f"  SIP listening on {a} (advertised as {config.sip.advertise})")
+    lines.append(f"  control API on {api_url} (OpenAPI: {api_url}/openapi.json)")
+    if config.apps:
+        app = config.apps[0]
+        lines.append(f"  demo app: app_key {app.app_key} / app_secret {app.app_secret}")
     if config.users:
         lines.append("  softphone accounts (register to the SIP address above):")
         for u in config.users:
@@ -55,14 +65,27 @@ async def serve(loaded: LoadedConfig, stop: asyncio.Event) -> None:
     config = loaded.config
     for w in loaded.warnings:
         log.warning("config", detail=w)
+    media_bind = config.sip.listen_addresses[0].host
+    media = MediaEngine(config.media, bind_ip=media_bind, advertise_ip=config.sip.advertise,
+                        data_dir=Path(config.node.data_dir))
+    await media.start()
     node = SwitchNode(switch_settings(config))
     await node.start()
+    bus = CallEventBus()
+    runtime = Runtime(node.ua, media, bus, ServiceTimers(
+        no_answer_timeout_s=float(config.sip.no_answer_timeout_s)))
+    backend = SwitchBackend(runtime)
+    plane = await build_control_plane(loaded, backend, bus)
     try:
-        print(_banner(config, node), flush=True)
+        await plane.start()
+        print(_banner(config, node, plane.base_url), flush=True)
         print("voicecall ready", flush=True)
         await stop.wait()
     finally:
+        await backend.close()
+        await plane.stop()
         await node.stop()
+        await media.stop()
 
 
 def run_daemon(loaded: LoadedConfig) -> int:

@@ -39,6 +39,9 @@ listen = ["udp:127.0.0.1:{sip_port}", "tcp:127.0.0.1:{sip_port}"]
 advertise = "127.0.0.1"
 {extra_sip}
 
+[api]
+listen = "127.0.0.1:0"
+
 {gw_toml}
 {route_toml}
 """
