@@ -72,6 +72,12 @@ def test_unknown_environment_key_is_an_error() -> None:
         parse_config("", "t", {"VOICECALL_SIP_NOPE": "1"})
 
 
-def test_not_landed_sections_warn() -> None:
-    loaded = parse_config("[billing]\nrate_per_minute = 0.2\n", "t", environ={})
-    assert any("billing" in w for w in loaded.warnings)
+def test_keys_of_features_not_landed_are_accepted_with_a_warning() -> None:
+    loaded = parse_config("[billing]\nrate_per_minute = 0.2\n", "t", environ={},
+                          not_landed=frozenset({"billing.rate_per_minute"}))
+    assert loaded.config.billing.rate_per_minute == 0.2
+    assert loaded.warnings == ("billing.rate_per_minute: accepted but not implemented yet; ignored",)
+
+
+def test_every_contract_key_has_landed() -> None:
+    assert parse_config(_spec_toml(), "spec", environ={}).warnings == ()
