@@ -64,7 +64,6 @@ if TYPE_CHECKING:
 RELAY_HDR = struct.Struct("!BHII")  # octet 1 onwards of the fixed RTP header
 SAMPLES_PER_TICK = 160
 TS_MASK = 0xFFFFFFFF
-RECV_BATCH = 64
 
 
 class PlaybackResult(enum.Enum):
@@ -279,20 +278,18 @@ class MediaEndpoint:
     # --- receive --------------------------------------------------------------------------
 
     def _on_rtp_readable(self) -> None:
-        sock = self._rtp_sock
-        now = self._loop.time()
-        for _ in range(RECV_BATCH):
-            try:
-                if self._latched and self._remote is not None:
-                    # connected: the kernel only delivers the peer's packets
-                    data, addr = sock.recv(2048), self._remote
-                else:
-                    data, addr = sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # ICMP port unreachable reported on a connected socket
-                continue
-            self._on_rtp(data, addr, now)
+        # One datagram per readiness callback: the poller is level-triggered, so a backlog
+        # brings us straight back, and at 50 packets/s per socket a second recv() would
+        # almost always end in a BlockingIOError, whose cost is as high as the packet's.
+        try:
+            if self._latched and self._remote is not None:
+                # connected: the kernel only delivers the peer's packets
+                data, addr = self._rtp_sock.recv(2048), self._remote
+            else:
+                data, addr = self._rtp_sock.recvfrom(2048)
+        except OSError:  # BlockingIOError, or ICMP port unreachable on a connected socket
+            return
+        self._on_rtp(data, addr, self._loop.time())
 
     def _on_rtp(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         if len(data) < 12 or (data[0] & 0xC0) != 0x80:
@@ -360,7 +357,7 @@ class MediaEndpoint:
     def _on_rtcp_readable(self) -> None:
         sock = self._rtcp_sock
         now = self._loop.time()
-        for _ in range(RECV_BATCH):
+        for _ in range(64):  # RTCP is rare: drain what is there
             try:
                 data, addr = sock.recvfrom(2048)
             except (BlockingIOError, InterruptedError):
