@@ -27,6 +27,7 @@ from switch.sip.validate import (
     is_merged_request,
     merge_key,
 )
+from tests.paths import CONFORMANCE
 
 SDP = (
     b"v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
@@ -354,6 +355,15 @@ def test_framer_refuses_missing_content_length_and_oversize_messages() -> None:
         StreamFramer(max_size=200).feed(invite())
     with pytest.raises(SipFramingError, match="Too Large"):
         StreamFramer(max_size=1000).feed(b"X" * 1001)  # no end of headers in sight
+
+
+def test_messages_framed_before_a_framing_error_are_handed_over_with_it() -> None:
+    """RFC 4475 §3.1.1.8 over TCP: two good messages, then octets that cannot be framed."""
+    data = (CONFORMANCE / "dblreq.dat").read_bytes()
+    with pytest.raises(SipFramingError) as info:
+        StreamFramer().feed(data)
+    assert [m.split(b" ", 1)[0] for m in info.value.framed] == [b"REGISTER", b"INVITE"]
+    assert all(isinstance(parse_message(m), Request) for m in info.value.framed)
 
 
 # ---------------------------------------------------------------------------------------
