@@ -106,7 +106,7 @@ class ControlPlane:
         self.listen = listen
         cfg = self.config
         self.db = Database(cfg.storage.url)
-        self.store = Store(self.db)
+        self.store = Store(self.db, cfg.storage.cache_ttl_s)
         self.sessions = SessionRegistry()
         self.recordings = RecordingStore(Path(cfg.node.data_dir) / "recordings",
                                          signing_key_of(cfg), cfg.api.public_url,

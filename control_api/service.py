@@ -7,6 +7,7 @@ concurrency admission in the database, then the :class:`CallBackend` call.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
@@ -125,6 +126,7 @@ class CallService:
         self._seq = itertools.count(1)
         self._self_addrs = api_self_addresses(config)
         self._rng = random.SystemRandom()
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- identifiers ---------------------------------------------------------------------------
 
@@ -229,13 +231,34 @@ class CallService:
             raise invalid(f"playInfoList[{idx}].{e}") from None
 
     async def check_frequency(self, callee: str) -> None:
-        """APP-4: soft per-callee limit (default: log only)."""
+        """APP-4: soft per-callee limit. ``enforce`` checks before admission; ``warn`` (the
+        default: the vendor only *advises* these limits) logs from a background task so the
+        advice costs the request no latency."""
         mode = self.config.api.callee_limit
         if mode == "off":
             return
+        if mode == "warn":
+            task = asyncio.get_running_loop().create_task(self._frequency(callee, warn=True))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        await self._frequency(callee, warn=False)
+
+    async def _frequency(self, callee: str, warn: bool) -> None:
+        try:
+            await self._frequency_check(callee, warn)
+        except ApiError:
+            raise
+        except Exception:
+            if not warn:
+                raise
+            log.exception("callee_frequency_check_failed")
+
+    async def _frequency_check(self, callee: str, warn: bool) -> None:
+        mode = "warn" if warn else "enforce"
         now_ms = int(self.clock() * 1000)
-        day = await self.store.count_callee_calls(callee, now_ms - 86_400_000)
-        month = await self.store.count_callee_calls(callee, now_ms - 30 * 86_400_000)
+        day, month = await self.store.count_callee_calls_2(
+            callee, now_ms - 30 * 86_400_000, now_ms - 86_400_000)
         over = None
         if day >= self.config.api.callee_limit_per_day:
             over = f"{day} calls in 24 h (limit {self.config.api.callee_limit_per_day})"

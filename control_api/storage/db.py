@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
-from sqlalchemy import Connection, event, insert, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from control_api.storage import schema
@@ -28,6 +30,7 @@ from control_api.storage import schema
 log = structlog.get_logger("voicecall.storage")
 
 _ADVISORY_LOCK_KEY = 0x766F6963  # "voic"
+T = TypeVar("T")
 
 
 def _v1(conn: Connection) -> None:
@@ -53,9 +56,52 @@ class Database:
         kwargs: dict[str, object] = {}
         if self.dialect == "postgresql":
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        else:
+            # pysqlite opens no transaction for a SELECT, so the rollback-on-return of every
+            # pooled read would only cost a thread hop; writes always commit or roll back.
+            kwargs.update(pool_reset_on_return=None)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self._sync_engine: Engine | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            # Request-path statements on SQLite run on plain sqlite3 connections in worker
+            # threads, one thread hop per *transaction* (aiosqlite costs hops per statement,
+            # cursor and fetch, and under load the GIL hand-offs dominate). One writer thread
+            # also serialises this process's writers, so they never spin in SQLite's busy
+            # handler; readers are not blocked (WAL).
+            self._sync_engine = create_engine(u.set(drivername="sqlite"), pool_size=8,
+                                              max_overflow=4)
+            event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+            self._readers = ThreadPoolExecutor(4, thread_name_prefix="sqlite-reader")
+
+    async def run_write(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(conn)`` inside one transaction, committed if it returns, rolled back if it
+        raises. PostgreSQL: asyncpg through ``run_sync``; SQLite: the writer thread."""
+        if self._sync_engine is None:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._sync_write, fn)
+
+    async def run_read(self, fn: Callable[[Connection], T]) -> T:
+        if self._sync_engine is None:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(fn)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._sync_read, fn)
+
+    def _sync_write(self, fn: Callable[[Connection], T]) -> T:
+        assert self._sync_engine is not None
+        with self._sync_engine.begin() as conn:
+            return fn(conn)
+
+    def _sync_read(self, fn: Callable[[Connection], T]) -> T:
+        assert self._sync_engine is not None
+        with self._sync_engine.connect() as conn:
+            return fn(conn)
 
     async def migrate(self) -> int:
         """Apply pending migrations; returns the resulting schema version.
@@ -66,7 +112,7 @@ class Database:
         for attempt in range(5):
             try:
                 return await self._migrate_once()
-            except OperationalError:
+            except (OperationalError, IntegrityError):
                 if self.dialect != "sqlite" or attempt == 4:
                     raise
                 await asyncio.sleep(0.1 * (attempt + 1))
@@ -96,6 +142,11 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        for ex in (self._writer, self._readers):
+            if ex is not None:
+                await asyncio.get_running_loop().run_in_executor(None, ex.shutdown)
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

@@ -3,19 +3,20 @@ knows about HTTP. Rows come back as plain dicts (``RowMapping`` copies)."""
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_api.storage import schema as t
 from control_api.storage.db import Database
 
 Row = dict[str, Any]
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -33,70 +34,107 @@ def _escape_like(s: str) -> str:
 
 
 class Store:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cache_ttl_s: float = 0.0) -> None:
         self.db = db
         self.engine = db.engine
+        # Reference data (apps, accounts, numbers, files, templates) is read on every API call
+        # and changes rarely: a short-lived cache saves most round trips. Writes through this
+        # Store clear it at once; other nodes see changes within ``cache_ttl_s``.
+        self.cache_ttl_s = cache_ttl_s
+        self._ref: dict[tuple[Any, ...], tuple[float, Any]] = {}
+
+    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one write transaction (see :meth:`Database.run_write`)."""
+        return await self.db.run_write(fn)
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.run_read(fn)
+
+    async def _cached(self, key: tuple[Any, ...], load: Callable[[], Awaitable[Any]]) -> Any:
+        if self.cache_ttl_s <= 0:
+            return await load()
+        now = time.monotonic()
+        hit = self._ref.get(key)
+        if hit is not None and hit[0] > now:
+            return copy.deepcopy(hit[1])
+        value = await load()
+        if len(self._ref) > 10_000:
+            self._ref.clear()
+        self._ref[key] = (now + self.cache_ttl_s, value)
+        return copy.deepcopy(value)
 
     # -- generic helpers -----------------------------------------------------------------------
 
     async def _one(self, stmt: Any) -> Row | None:
-        async with self.engine.connect() as conn:
-            r = (await conn.execute(stmt)).mappings().first()
+        def _op(conn: Connection) -> Any:
+            r = (conn.execute(stmt)).mappings().first()
             return dict(r) if r is not None else None
+        return await self._read(_op)
 
     async def _all(self, stmt: Any) -> list[Row]:
-        async with self.engine.connect() as conn:
-            return [dict(r) for r in (await conn.execute(stmt)).mappings().all()]
+        def _op(conn: Connection) -> Any:
+            return [dict(r) for r in (conn.execute(stmt)).mappings().all()]
+        return await self._read(_op)
 
     @staticmethod
-    async def _upsert(conn: AsyncConnection, table: Any, keys: dict[str, Any],
+    def _upsert(conn: Connection, table: Any, keys: dict[str, Any],
                       values: dict[str, Any], insert_only: dict[str, Any] | None = None) -> bool:
         """Update the row with ``keys`` or insert it. Returns True when inserted."""
         cond = and_(*(table.c[k] == v for k, v in keys.items()))
-        res = await conn.execute(update(table).where(cond).values(**values))
+        res = conn.execute(update(table).where(cond).values(**values))
         if res.rowcount:
             return False
-        await conn.execute(insert(table).values(**keys, **values, **(insert_only or {})))
+        conn.execute(insert(table).values(**keys, **values, **(insert_only or {})))
         return True
 
     # -- accounts ------------------------------------------------------------------------------
 
     async def upsert_account(self, account_id: str, name: str) -> None:
-        async with self.engine.begin() as conn:
-            await self._upsert(conn, t.accounts, {"id": account_id}, {"name": name},
+        self._ref.clear()
+        def _op(conn: Connection) -> Any:
+            self._upsert(conn, t.accounts, {"id": account_id}, {"name": name},
                                {"state": "active", "created_at": now_ms()})
+        return await self._write(_op)
 
     async def get_account(self, account_id: str) -> Row | None:
-        return await self._one(select(t.accounts).where(t.accounts.c.id == account_id))
+        query = select(t.accounts).where(t.accounts.c.id == account_id)
+        return await self._cached(("account", account_id), lambda: self._one(query))
 
     async def list_accounts(self) -> list[Row]:
         return await self._all(select(t.accounts).order_by(t.accounts.c.id))
 
     async def set_account_state(self, account_id: str, state: str) -> bool:
-        async with self.engine.begin() as conn:
-            r = await conn.execute(update(t.accounts).where(t.accounts.c.id == account_id)
+        self._ref.clear()
+        def _op(conn: Connection) -> Any:
+            r = conn.execute(update(t.accounts).where(t.accounts.c.id == account_id)
                                    .values(state=state))
             return bool(r.rowcount)
+        return await self._write(_op)
 
     # -- apps ----------------------------------------------------------------------------------
 
     async def upsert_app(self, app_key: str, values: dict[str, Any]) -> bool:
-        async with self.engine.begin() as conn:
-            inserted = await self._upsert(conn, t.apps, {"app_key": app_key}, values,
+        self._ref.clear()
+        def _op(conn: Connection) -> Any:
+            inserted = self._upsert(conn, t.apps, {"app_key": app_key}, values,
                                           {"created_at": now_ms()})
-            exists = (await conn.execute(select(t.concurrency.c.app_key)
+            exists = (conn.execute(select(t.concurrency.c.app_key)
                                          .where(t.concurrency.c.app_key == app_key))).first()
             if exists is None:
-                await conn.execute(insert(t.concurrency).values(app_key=app_key, in_use=0))
+                conn.execute(insert(t.concurrency).values(app_key=app_key, in_use=0))
             return inserted
+        return await self._write(_op)
 
     async def create_app(self, values: dict[str, Any]) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(insert(t.apps).values(**values, created_at=now_ms()))
-            await conn.execute(insert(t.concurrency).values(app_key=values["app_key"], in_use=0))
+        self._ref.clear()
+        def _op(conn: Connection) -> Any:
+            conn.execute(insert(t.apps).values(**values, created_at=now_ms()))
+            conn.execute(insert(t.concurrency).values(app_key=values["app_key"], in_use=0))
+        return await self._write(_op)
 
     async def get_app(self, app_key: str) -> Row | None:
-        return await self._one(select(t.apps).where(t.apps.c.app_key == app_key))
+        query = select(t.apps).where(t.apps.c.app_key == app_key)
+        return await self._cached(("app", app_key), lambda: self._one(query))
 
     async def list_apps(self, account_id: str | None = None) -> list[Row]:
         q = select(t.apps).order_by(t.apps.c.app_key)
@@ -105,38 +143,45 @@ class Store:
         return await self._all(q)
 
     async def count_apps(self, account_id: str) -> int:
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(t.apps)
+        def _op(conn: Connection) -> Any:
+            return int((conn.execute(select(func.count()).select_from(t.apps)
                                            .where(t.apps.c.account_id == account_id))).scalar_one())
+        return await self._read(_op)
 
     async def update_app(self, app_key: str, values: dict[str, Any]) -> bool:
+        self._ref.clear()
         if not values:
             return await self.get_app(app_key) is not None
-        async with self.engine.begin() as conn:
-            r = await conn.execute(update(t.apps).where(t.apps.c.app_key == app_key)
+        def _op(conn: Connection) -> Any:
+            r = conn.execute(update(t.apps).where(t.apps.c.app_key == app_key)
                                    .values(**values))
             return bool(r.rowcount)
+        return await self._write(_op)
 
     async def in_use(self, app_key: str) -> int:
-        async with self.engine.connect() as conn:
-            v = (await conn.execute(select(t.concurrency.c.in_use)
+        def _op(conn: Connection) -> Any:
+            v = (conn.execute(select(t.concurrency.c.in_use)
                                     .where(t.concurrency.c.app_key == app_key))).scalar()
             return int(v or 0)
+        return await self._read(_op)
 
     # -- numbers -------------------------------------------------------------------------------
 
     async def upsert_number(self, number: str, values: dict[str, Any]) -> None:
-        async with self.engine.begin() as conn:
-            cur = (await conn.execute(select(t.numbers.c.state)
+        self._ref.clear()
+        def _op(conn: Connection) -> Any:
+            cur = (conn.execute(select(t.numbers.c.state)
                                       .where(t.numbers.c.number == number))).first()
             if cur is not None and cur[0] == "released":
                 return  # NUM-8: release is irreversible, even for the config file
             extra = {"released_at": now_ms()} if values.get("state") == "released" else {}
-            await self._upsert(conn, t.numbers, {"number": number}, {**values, **extra},
+            self._upsert(conn, t.numbers, {"number": number}, {**values, **extra},
                                {"issued_at": now_ms()})
+        return await self._write(_op)
 
     async def get_number(self, number: str) -> Row | None:
-        return await self._one(select(t.numbers).where(t.numbers.c.number == number))
+        query = select(t.numbers).where(t.numbers.c.number == number)
+        return await self._cached(("number", number), lambda: self._one(query))
 
     async def list_numbers(self, account_id: str | None = None, app_key: str | None = None,
                            state: str | None = None, kind: str | None = None) -> list[Row]:
@@ -152,17 +197,20 @@ class Store:
         return await self._all(q)
 
     async def insert_number(self, values: dict[str, Any]) -> bool:
+        self._ref.clear()
         try:
-            async with self.engine.begin() as conn:
-                await conn.execute(insert(t.numbers).values(**values, issued_at=now_ms()))
-            return True
+            def _op(conn: Connection) -> Any:
+                conn.execute(insert(t.numbers).values(**values, issued_at=now_ms()))
+                return True
+            return await self._write(_op)
         except IntegrityError:
             return False
 
     async def set_number_state(self, number: str, state: str) -> str:
         """Returns "ok", "missing" or "released" (NUM-8: a released number stays released)."""
-        async with self.engine.begin() as conn:
-            cur = (await conn.execute(select(t.numbers.c.state)
+        self._ref.clear()
+        def _op(conn: Connection) -> Any:
+            cur = (conn.execute(select(t.numbers.c.state)
                                       .where(t.numbers.c.number == number))).first()
             if cur is None:
                 return "missing"
@@ -171,20 +219,24 @@ class Store:
             values: dict[str, Any] = {"state": state}
             if state == "released":
                 values["released_at"] = now_ms()
-            await conn.execute(update(t.numbers).where(t.numbers.c.number == number)
+            conn.execute(update(t.numbers).where(t.numbers.c.number == number)
                                .values(**values))
             return "ok"
+        return await self._write(_op)
 
     # -- play files and templates ---------------------------------------------------------------
 
     async def upsert_play_file(self, account_id: str, name: str, values: dict[str, Any]) -> None:
-        async with self.engine.begin() as conn:
-            await self._upsert(conn, t.play_files, {"account_id": account_id, "name": name},
+        self._ref.clear()
+        def _op(conn: Connection) -> Any:
+            self._upsert(conn, t.play_files, {"account_id": account_id, "name": name},
                                values, {"created_at": now_ms()})
+        return await self._write(_op)
 
     async def get_play_file(self, account_id: str, name: str) -> Row | None:
-        return await self._one(select(t.play_files).where(
-            t.play_files.c.account_id == account_id, t.play_files.c.name == name))
+        return await self._cached(("file", account_id, name), lambda: self._one(
+            select(t.play_files).where(t.play_files.c.account_id == account_id,
+                                       t.play_files.c.name == name)))
 
     async def list_play_files(self, account_id: str | None = None) -> list[Row]:
         q = select(t.play_files).order_by(t.play_files.c.account_id, t.play_files.c.name)
@@ -194,20 +246,25 @@ class Store:
 
     async def set_play_file_state(self, account_id: str, name: str, state: str,
                                   reason: str = "") -> bool:
-        async with self.engine.begin() as conn:
-            r = await conn.execute(update(t.play_files).where(
+        self._ref.clear()
+        def _op(conn: Connection) -> Any:
+            r = conn.execute(update(t.play_files).where(
                 t.play_files.c.account_id == account_id, t.play_files.c.name == name)
                 .values(state=state, reason=reason))
             return bool(r.rowcount)
+        return await self._write(_op)
 
     async def upsert_template(self, account_id: str, tpl_id: str, values: dict[str, Any]) -> None:
-        async with self.engine.begin() as conn:
-            await self._upsert(conn, t.templates, {"account_id": account_id, "id": tpl_id},
+        self._ref.clear()
+        def _op(conn: Connection) -> Any:
+            self._upsert(conn, t.templates, {"account_id": account_id, "id": tpl_id},
                                values, {"created_at": now_ms()})
+        return await self._write(_op)
 
     async def get_template(self, account_id: str, tpl_id: str) -> Row | None:
-        return await self._one(select(t.templates).where(
-            t.templates.c.account_id == account_id, t.templates.c.id == tpl_id))
+        return await self._cached(("tpl", account_id, tpl_id), lambda: self._one(
+            select(t.templates).where(t.templates.c.account_id == account_id,
+                                      t.templates.c.id == tpl_id)))
 
     async def list_templates(self, account_id: str | None = None) -> list[Row]:
         q = select(t.templates).order_by(t.templates.c.account_id, t.templates.c.id)
@@ -217,38 +274,42 @@ class Store:
 
     async def set_template_state(self, account_id: str, tpl_id: str, state: str,
                                  reason: str = "") -> bool:
-        async with self.engine.begin() as conn:
-            r = await conn.execute(update(t.templates).where(
+        self._ref.clear()
+        def _op(conn: Connection) -> Any:
+            r = conn.execute(update(t.templates).where(
                 t.templates.c.account_id == account_id, t.templates.c.id == tpl_id)
                 .values(state=state, reason=reason))
             return bool(r.rowcount)
+        return await self._write(_op)
 
     # -- calls ---------------------------------------------------------------------------------
 
     async def admit_call(self, call: dict[str, Any], limit: int) -> bool:
         """APP-2: reserve one port of the app and store the call row, atomically. False if the
         app already has ``limit`` calls in progress (on any node sharing this database)."""
-        async with self.engine.begin() as conn:
-            r = await conn.execute(
+        def _op(conn: Connection) -> Any:
+            r = conn.execute(
                 update(t.concurrency)
                 .where(t.concurrency.c.app_key == call["app_key"], t.concurrency.c.in_use < limit)
                 .values(in_use=t.concurrency.c.in_use + 1))
             if not r.rowcount:
                 return False
-            await conn.execute(insert(t.calls).values(**call))
+            conn.execute(insert(t.calls).values(**call))
             return True
+        return await self._write(_op)
 
     async def abort_call(self, session_id: str, app_key: str) -> None:
         """The switch refused the call: forget it and give the port back."""
-        async with self.engine.begin() as conn:
-            r = await conn.execute(delete(t.calls).where(t.calls.c.session_id == session_id,
+        def _op(conn: Connection) -> Any:
+            r = conn.execute(delete(t.calls).where(t.calls.c.session_id == session_id,
                                                          t.calls.c.ended_at.is_(None)))
             if r.rowcount:
-                await self._release(conn, app_key)
+                self._release(conn, app_key)
+        return await self._write(_op)
 
     @staticmethod
-    async def _release(conn: AsyncConnection, app_key: str) -> None:
-        await conn.execute(update(t.concurrency)
+    def _release(conn: Connection, app_key: str) -> None:
+        conn.execute(update(t.concurrency)
                            .where(t.concurrency.c.app_key == app_key, t.concurrency.c.in_use > 0)
                            .values(in_use=t.concurrency.c.in_use - 1))
 
@@ -260,30 +321,36 @@ class Store:
         """Close the call, release its port and enqueue its CDR in ONE transaction (EV-4: the
         CDR cannot be lost once the call is recorded as ended). Idempotent: False if the call
         was already closed or is unknown."""
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(select(t.calls.c.app_key).where(
+        def _op(conn: Connection) -> Any:
+            row = (conn.execute(select(t.calls.c.app_key).where(
                 t.calls.c.session_id == session_id, t.calls.c.ended_at.is_(None)))).first()
             if row is None:
                 return False
-            r = await conn.execute(update(t.calls).where(
+            r = conn.execute(update(t.calls).where(
                 t.calls.c.session_id == session_id, t.calls.c.ended_at.is_(None)).values(**values))
             if not r.rowcount:
                 return False
-            await self._release(conn, row[0])
+            self._release(conn, row[0])
             if cdr is not None:
-                await conn.execute(insert(t.cdr_outbox).values(**cdr))
+                conn.execute(insert(t.cdr_outbox).values(**cdr))
             return True
+        return await self._write(_op)
 
     async def open_calls(self, node: str) -> list[Row]:
         return await self._all(select(t.calls).where(t.calls.c.node == node,
                                                       t.calls.c.ended_at.is_(None)))
 
-    async def count_callee_calls(self, callee: str, since_ms: int) -> int:
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(
-                select(func.count()).select_from(t.calls)
-                .where(t.calls.c.callee == callee, t.calls.c.created_at >= since_ms)
-            )).scalar_one())
+    async def count_callee_calls_2(self, callee: str, since_long_ms: int,
+                                   since_short_ms: int) -> tuple[int, int]:
+        """(calls since ``since_short_ms``, calls since ``since_long_ms``) in one query."""
+        c = t.calls.c
+        def _op(conn: Connection) -> Any:
+            row = (conn.execute(
+                select(func.coalesce(func.sum(case((c.created_at >= since_short_ms, 1),
+                                                   else_=0)), 0), func.count())
+                .where(c.callee == callee, c.created_at >= since_long_ms))).one()
+            return int(row[0]), int(row[1])
+        return await self._read(_op)
 
     async def search_calls(self, *, since_ms: int, until_ms: int | None = None,
                            service_type: str | None = None, app_key: str | None = None,
@@ -313,15 +380,16 @@ class Store:
 
     async def expire_recordings(self, before_ms: int) -> list[str]:
         """REC-4: forget recordings of calls that ended before ``before_ms``; returns names."""
-        async with self.engine.begin() as conn:
-            rows = (await conn.execute(select(t.calls.c.session_id, t.calls.c.record_object_name)
+        def _op(conn: Connection) -> Any:
+            rows = (conn.execute(select(t.calls.c.session_id, t.calls.c.record_object_name)
                                        .where(t.calls.c.record_object_name.is_not(None),
                                               t.calls.c.ended_at < before_ms))).all()
             if rows:
-                await conn.execute(update(t.calls).where(
+                conn.execute(update(t.calls).where(
                     t.calls.c.session_id.in_([r[0] for r in rows])).values(
                     record_object_name=None))
             return [str(r[1]) for r in rows]
+        return await self._write(_op)
 
     # -- CDR outbox ----------------------------------------------------------------------------
 
@@ -347,40 +415,44 @@ class Store:
                .order_by(o.c.app_key, o.c.call_end_time, o.c.id).limit(limit))
         if self.db.dialect == "postgresql":
             sub = sub.with_for_update(skip_locked=True)
-        async with self.engine.begin() as conn:
-            await conn.execute(update(o).where(o.c.id.in_(sub.scalar_subquery()))
-                               .values(lease_owner=token, lease_until=now + lease_ms))
-            rows = (await conn.execute(select(o).where(o.c.lease_owner == token)
-                                       .order_by(o.c.id))).mappings().all()
-        return OutboxClaim(token, tuple(dict(r) for r in rows))
+        def _op(conn: Connection) -> OutboxClaim:
+            conn.execute(update(o).where(o.c.id.in_(sub.scalar_subquery()))
+                         .values(lease_owner=token, lease_until=now + lease_ms))
+            rows = conn.execute(select(o).where(o.c.lease_owner == token)
+                                .order_by(o.c.id)).mappings().all()
+            return OutboxClaim(token, tuple(dict(r) for r in rows))
+        return await self._write(_op)
 
     async def cdr_delivered(self, ids: Sequence[int], token: str) -> None:
         o = t.cdr_outbox
-        async with self.engine.begin() as conn:
-            await conn.execute(update(o).where(o.c.id.in_(ids), o.c.lease_owner == token)
+        def _op(conn: Connection) -> Any:
+            conn.execute(update(o).where(o.c.id.in_(ids), o.c.lease_owner == token)
                                .values(state="delivered", delivered_at=now_ms(),
                                        lease_owner=None, lease_until=None, last_error=""))
+        return await self._write(_op)
 
     async def cdr_failed(self, ids: Sequence[int], token: str, error: str, next_at: int,
                          max_retries: int) -> None:
         """One more failed attempt; after ``1 + max_retries`` attempts the CDR is parked for a
         manual re-push (EV-4)."""
         o = t.cdr_outbox
-        async with self.engine.begin() as conn:
+        def _op(conn: Connection) -> Any:
             cond = and_(o.c.id.in_(ids), o.c.lease_owner == token)
-            await conn.execute(update(o).where(cond).values(
+            conn.execute(update(o).where(cond).values(
                 attempts=o.c.attempts + 1, next_attempt_at=next_at, lease_owner=None,
                 lease_until=None, last_error=error[:500]))
-            await conn.execute(update(o).where(o.c.id.in_(ids), o.c.attempts > max_retries,
+            conn.execute(update(o).where(o.c.id.in_(ids), o.c.attempts > max_retries,
                                                o.c.state == "pending")
                                .values(state="parked"))
+        return await self._write(_op)
 
     async def cdr_release(self, token: str) -> None:
         """Give back a lease without counting an attempt (clean shutdown)."""
         o = t.cdr_outbox
-        async with self.engine.begin() as conn:
-            await conn.execute(update(o).where(o.c.lease_owner == token)
+        def _op(conn: Connection) -> Any:
+            conn.execute(update(o).where(o.c.lease_owner == token)
                                .values(lease_owner=None, lease_until=None))
+        return await self._write(_op)
 
     async def repush_cdrs(self, ids: Iterable[int] | None = None, *, state: str | None = None,
                           app_key: str | None = None) -> int:
@@ -393,10 +465,11 @@ class Store:
             q = q.where(o.c.state == state)
         if app_key:
             q = q.where(o.c.app_key == app_key)
-        async with self.engine.begin() as conn:
-            r = await conn.execute(q.values(state="pending", attempts=0, next_attempt_at=0,
+        def _op(conn: Connection) -> Any:
+            r = conn.execute(q.values(state="pending", attempts=0, next_attempt_at=0,
                                             lease_owner=None, lease_until=None))
             return int(r.rowcount)
+        return await self._write(_op)
 
     async def list_cdrs(self, *, state: str | None = None, app_key: str | None = None,
                         session_id: str | None = None, limit: int = 100,

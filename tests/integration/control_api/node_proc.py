@@ -11,6 +11,7 @@ import signal
 import sys
 
 import structlog
+import uvloop
 
 from control_api.config import load_config
 from control_api.fake_backend import FakeBackend, FakeScript
@@ -36,4 +37,5 @@ async def main(path: str, talk_s: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 0.05))
+    # uvloop, like the daemon
+    uvloop.run(main(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 0.05))
