@@ -514,7 +514,32 @@ class MediaEndpoint:
             self._clock.add(self)
 
     def on_tick(self, tick: int, now: float) -> None:
-        if self._dtmf_plan:
+        pb = self._playback
+        if pb is not None and not self._dtmf_plan and not self._tone_frames:
+            # the common case, kept flat: one prompt frame out
+            src = pb.source
+            frame = src.next_frame()
+            if frame is None:
+                self._end_playback(pb, PlaybackResult.COMPLETED)
+            else:
+                marker = src.spurt_start or self._last_sent_tick != tick - 1
+                src.spurt_start = False
+                if self._send_ok:
+                    self._relay_src = None
+                    ts = (self._ts0 + tick * SAMPLES_PER_TICK) & TS_MASK
+                    delta = (ts - self._last_ts) & TS_MASK
+                    if delta == 0 or delta >= 0x80000000:
+                        ts = (self._last_ts + SAMPLES_PER_TICK) & TS_MASK
+                    seq = self._seq
+                    self._seq = (seq + 1) & 0xFFFF
+                    self._last_ts = ts
+                    self._last_sent_tick = tick
+                    if self._codec != "PCMA":
+                        frame = g711.alaw_to_ulaw(frame)
+                    self._send(RTP_HEADER.pack(0x80, (0x80 if marker else 0) | self._pt, seq,
+                                               ts, self.ssrc) + frame)
+                return
+        elif self._dtmf_plan:
             pe, _ = self._dtmf_plan.popleft()
             if pe is not None:
                 if pe.marker:
@@ -524,15 +549,6 @@ class MediaEndpoint:
             self._last_sent_tick = -10  # audio after the event starts a new talk spurt
         elif self._tone_frames:
             self._send_audio(self._tone_frames.popleft(), tick, False)
-        elif self._playback is not None:
-            pb = self._playback
-            marker = pb.source.spurt_start
-            frame = pb.source.next_frame()
-            if frame is None:
-                self._end_playback(pb, PlaybackResult.COMPLETED)
-            else:
-                pb.source.spurt_start = False
-                self._send_audio(frame, tick, marker)
         if not (self._dtmf_plan or self._tone_frames or self._playback):
             self._on_clock = False
             self._clock.discard(self)
@@ -568,9 +584,7 @@ class MediaEndpoint:
                 assert self._remote is not None
                 self._rtp_sock.sendto(pkt, self._remote)
             self._stats.on_sent(len(pkt))
-        except (BlockingIOError, InterruptedError):
-            self.send_errors += 1
-        except OSError:
+        except OSError:  # full socket buffer, or ICMP unreachable on a connected socket
             self.send_errors += 1
 
     def _relay_in(self, data: bytes, b1: int, in_seq: int, in_ts: int, in_ssrc: int,

@@ -88,56 +88,39 @@ def load_alaw(data: bytes) -> bytes:
 class PromptSource:
     """Frames of a prompt sequence: ``next_frame()`` gives exactly ``frame`` A-law bytes per
     call, or ``None`` when done. The last frame of an item is padded with silence, and
-    ``gap_frames`` of silence separate items (and loop rounds)."""
+    ``gap_frames`` of silence separate items (and loop rounds). The frames are cut once
+    up front, so the per-tick work is a list index (this runs for every stream every
+    20 ms)."""
 
     def __init__(self, items: Sequence[bytes], *, loop: bool = False, frame: int = 160,
                  gap_frames: int = 10) -> None:
-        self._items = [i for i in items]
-        self._loop = loop and any(self._items)
-        self._frame = frame
-        self._gap = gap_frames
-        self._silence = bytes([g711.ALAW_SILENCE]) * frame
-        self._idx = 0
-        self._pos = 0
-        self._gap_left = 0
+        silence = bytes([g711.ALAW_SILENCE]) * frame
+        frames: list[bytes] = []
+        for k, item in enumerate(i for i in items if i):
+            if k:
+                frames.extend([silence] * gap_frames)
+            for off in range(0, len(item), frame):
+                chunk = item[off:off + frame]
+                frames.append(chunk if len(chunk) == frame else
+                              chunk + silence[: frame - len(chunk)])
+        self._loop = loop and bool(frames)
+        if self._loop:
+            frames.extend([silence] * gap_frames)
+        self._frames = frames
+        self._i = 0
         self.frames_played = 0
         self.spurt_start = True  # next frame begins a talk spurt (RTP marker)
 
     @property
     def finished(self) -> bool:
-        return self._idx >= len(self._items) and self._gap_left == 0
+        return not self._loop and self._i >= len(self._frames)
 
     def next_frame(self) -> bytes | None:
-        if self._gap_left:
-            self._gap_left -= 1
-            self.frames_played += 1
-            if self._gap_left == 0 and self._idx >= len(self._items):
-                self._wrap()
-            return self._silence
-        while self._idx < len(self._items):
-            item = self._items[self._idx]
-            if self._pos < len(item):
-                chunk = item[self._pos:self._pos + self._frame]
-                self._pos += self._frame
-                if len(chunk) < self._frame:
-                    chunk += self._silence[: self._frame - len(chunk)]
-                self.frames_played += 1
-                if self._pos >= len(item):
-                    self._advance()
-                return chunk
-            self._advance()
-        return None
-
-    def _advance(self) -> None:
-        self._idx += 1
-        self._pos = 0
-        more = self._idx < len(self._items) or self._loop
-        if more and self._gap:
-            self._gap_left = self._gap
-        elif self._idx >= len(self._items):
-            self._wrap()
-
-    def _wrap(self) -> None:
-        if self._loop:
-            self._idx = 0
-            self._pos = 0
+        i = self._i
+        if i >= len(self._frames):
+            if not self._loop:
+                return None
+            i = 0
+        self._i = i + 1
+        self.frames_played += 1
+        return self._frames[i]
