@@ -431,3 +431,25 @@ async def test_metrics_snapshot(engine: MediaEngine, peers: PeerFactory) -> None
     await playing
     await asyncio.sleep(0.05)
     assert engine.metrics().clock_active_senders == 0
+
+
+async def test_random_datagrams_never_raise_in_the_receive_path(engine: MediaEngine,
+                                                                peers: PeerFactory) -> None:
+    import random as _random
+
+    pa, pb_ = peers(), peers()
+    a = await connected(engine, pa, leg="a")
+    b = await connected(engine, pb_, "0", leg="b")  # transcoding path too
+    engine.bridge(a, b)
+    engine.record(a, b, Path(engine.data_dir) / "fuzz.wav")
+    rng = _random.Random(4733)
+    now = asyncio.get_running_loop().time()
+    for i in range(20000):
+        n = rng.choice([0, 1, 11, 12, 13, 16, 20, 172, rng.randrange(0, 1500)])
+        data = bytearray(rng.getrandbits(8) for _ in range(n))
+        if n >= 2 and i % 2:
+            data[0] = 0x80 | (data[0] & 0x3F)  # version 2, random flags/CSRC count
+            data[1] = (data[1] & 0x80) | rng.choice([8, 0, 101, 13, 200, 201, 203])
+        a._on_rtp(bytes(data), (ADDR, pa.port), now + i * 0.001)
+        a._on_rtcp(bytes(data), (ADDR, pa.port + 1), now)
+    assert a.stats.packets_received > 0
