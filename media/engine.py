@@ -21,6 +21,13 @@ Errors: :class:`~media.errors.SdpError` (488), :class:`~media.errors.PlayFileErr
 :class:`~media.errors.TemplateError`, :class:`~media.errors.TtsError`,
 :class:`~media.errors.PortPoolExhausted`.
 
+Configuration (``[media]``, :class:`~media.config.MediaConfig`): ``rtp_ports``, ``codecs``
+(offer order), ``ptime`` (advertised; frames are always sent every 20 ms, any received
+packetisation is accepted), ``rtp_timeout_s`` ("media_timeout"), ``inband_dtmf``,
+``prompt_gap_ms``, ``record_min_s`` (REC-3), ``tts_voice`` / ``tts_voice_en`` /
+``tts_variant`` / ``tts_timeout_s``. Files: ``data_dir/prompts/default`` (PR-DEFAULT,
+rendered at first start) and ``data_dir/tts`` (TTS cache by content hash).
+
 Design notes: one ``loop.call_at`` clock for the node (see :mod:`media.clock`), raw
 non-blocking UDP sockets read with ``loop.add_reader`` in batches (no protocol object or
 task per stream), connected after latching. Works on the default loop and on uvloop.
