@@ -453,3 +453,26 @@ async def test_random_datagrams_never_raise_in_the_receive_path(engine: MediaEng
         a._on_rtp(bytes(data), (ADDR, pa.port), now + i * 0.001)
         a._on_rtcp(bytes(data), (ADDR, pa.port + 1), now)
     assert a.stats.packets_received > 0
+
+
+async def test_port_pool_exhaustion_is_a_clear_error(tmp_path: Path) -> None:
+    import pytest
+
+    from media.config import MediaConfig
+    from media.errors import PortPoolExhausted
+    from tests.integration.media.conftest import free_range
+
+    lo = int(free_range().split("-")[0])
+    eng = MediaEngine(MediaConfig(rtp_ports=f"{lo}-{lo + 7}"), bind_ip=ADDR, advertise_ip=ADDR,
+                      data_dir=tmp_path)
+    await eng.start(default_prompts=False)
+    try:
+        eps = [await eng.open_endpoint(call_id="c", leg=str(i)) for i in range(4)]
+        assert sorted(e.port for e in eps) == [lo, lo + 2, lo + 4, lo + 6]
+        with pytest.raises(PortPoolExhausted):
+            await eng.open_endpoint(call_id="c", leg="x")
+        await eps[1].close()
+        again = await eng.open_endpoint(call_id="c", leg="y")
+        assert again.port == eps[1].port
+    finally:
+        await eng.stop()
