@@ -48,7 +48,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 async def pg_database() -> tuple[str, str]:
@@ -76,11 +76,13 @@ async def api_latency(db_url: str, tmp: Path, rate: float, seconds: float,
     port = free_port()
     cfg = tmp / "bench.toml"
     cfg.write_text(node_toml(data_dir=str(data_dir), db_url=db_url, port=port,
-                             max_calls=100_000).replace("cdr_retry_interval_s = 0.5",
-                                                        "cdr_retry_interval_s = 60"))
+                             max_calls=100_000)
+                   .replace("cdr_retry_interval_s = 0.5", "cdr_retry_interval_s = 60")
+                   .replace("cdr_lease_s = 2", "cdr_lease_s = 120")
+                   .replace("timeout_s = 1", "timeout_s = 10"))
+    node_log = open(os.environ.get("BENCH_NODE_LOG", os.devnull), "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "tests.integration.control_api.node_proc",
-                             str(cfg), "0.5"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=open(os.environ.get("BENCH_NODE_LOG", os.devnull), "w"))
+                             str(cfg), "0.5"], cwd=REPO, stdout=subprocess.PIPE, stderr=node_log)
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
@@ -92,8 +94,8 @@ async def api_latency(db_url: str, tmp: Path, rate: float, seconds: float,
         async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
             async def one() -> None:
                 body = {"displayNbr": "+8675500000001", "displayCalleeNbr": "+8675500000002",
-                        "callerNbr": "+86138%08d" % random.randrange(10**8),
-                        "calleeNbr": "+86139%08d" % random.randrange(10**8),
+                        "callerNbr": f"+86138{random.randrange(10**8):08d}",
+                        "calleeNbr": f"+86139{random.randrange(10**8):08d}",
                         "feeUrl": fee_url}
                 if with_status:
                     body["statusUrl"] = status_url
@@ -138,6 +140,7 @@ async def api_latency(db_url: str, tmp: Path, rate: float, seconds: float,
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+        node_log.close()
 
 
 async def cdr_throughput(db_url: str, count: int, receiver: Receiver) -> None:
@@ -190,7 +193,8 @@ async def main() -> None:
                     help="also push the 8 status events of every call to the receiver")
     args = ap.parse_args()
     import structlog
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(open(os.devnull, "w")))
+    devnull = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(devnull))
     receiver = await Receiver().start()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

@@ -95,38 +95,46 @@ class CdrOutbox:
                 await asyncio.sleep(min(self.batch_delay_s, self.poll_s))
 
     async def run_once(self) -> int:
-        """One claim-and-deliver cycle; returns how many CDR rows were handled."""
+        """One claim-and-deliver cycle; returns how many CDR rows were handled. The pushes of a
+        cycle run concurrently; their outcomes are recorded in one transaction per outcome."""
         now_ms = int(time.time() * 1000)
         token = f"{self.node}:{uuid.uuid4().hex[:16]}"
         claim = await self.store.claim_cdrs(
             token, now_ms, int(self.lease_s * 1000),
-            settle_before=now_ms - int(self.batch_delay_s * 1000))
+            settle_before=now_ms - int(self.batch_delay_s * 1000), limit=500)
         if not claim.rows:
             return 0
         batches = group_batches(claim.rows)
-        await asyncio.gather(*(self._deliver(token, b) for b in batches))
-        return len(claim.rows)
-
-    async def _deliver(self, token: str, batch: list[Row]) -> None:
-        ids = [int(r["id"]) for r in batch]
-        app = await self.app_lookup(batch[0]["app_key"])
-        if app is None:
-            ok, reason = False, "app no longer exists"
-        else:
-            target = PushTarget(batch[0]["fee_url"], app["app_key"], app["app_secret"],
-                                bool(app["push_sign_newlines"]))
-            body: dict[str, Any] = {"eventType": "fee",
-                                    "feeLst": [json.loads(r["payload"]) for r in batch]}
-            async with self._sem:
-                ok, reason = await post_json(self.client, target, body, self.timeout_s,
-                                             self.beijing_time)
-        if ok:
-            await self.store.cdr_delivered(ids, token)
-            self.delivered += len(ids)
-            log.info("cdr_delivered", count=len(ids), app_key=batch[0]["app_key"])
-        else:
-            next_at = int((time.time() + self.retry_interval_s) * 1000)
+        outcomes = await asyncio.gather(*(self._deliver(b) for b in batches))
+        delivered = [int(r["id"]) for b, (ok, _) in zip(batches, outcomes, strict=True) if ok
+                     for r in b]
+        if delivered:
+            await self.store.cdr_delivered(delivered, token)
+            self.delivered += len(delivered)
+        failed: dict[str, list[int]] = {}
+        for b, (ok, reason) in zip(batches, outcomes, strict=True):
+            if not ok:
+                failed.setdefault(reason, []).extend(int(r["id"]) for r in b)
+        next_at = int((time.time() + self.retry_interval_s) * 1000)
+        for reason, ids in failed.items():
             await self.store.cdr_failed(ids, token, reason, next_at, self.max_retries)
             self.failed += len(ids)
-            log.warning("cdr_push_failed", count=len(ids), app_key=batch[0]["app_key"],
+        return len(claim.rows)
+
+    async def _deliver(self, batch: list[Row]) -> tuple[bool, str]:
+        app = await self.app_lookup(batch[0]["app_key"])
+        if app is None:
+            return False, "app no longer exists"
+        target = PushTarget(batch[0]["fee_url"], app["app_key"], app["app_secret"],
+                            bool(app["push_sign_newlines"]))
+        body: dict[str, Any] = {"eventType": "fee",
+                                "feeLst": [json.loads(r["payload"]) for r in batch]}
+        async with self._sem:
+            ok, reason = await post_json(self.client, target, body, self.timeout_s,
+                                         self.beijing_time)
+        if ok:
+            log.info("cdr_delivered", count=len(batch), app_key=batch[0]["app_key"])
+        else:
+            log.warning("cdr_push_failed", count=len(batch), app_key=batch[0]["app_key"],
                         reason=reason, attempt=int(batch[0]["attempts"]) + 1)
+        return ok, reason

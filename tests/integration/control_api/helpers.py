@@ -114,7 +114,7 @@ class Receiver:
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def start(self) -> Receiver:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=2048)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -131,6 +131,9 @@ class Receiver:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             line = await reader.readline()
             if not line:
