@@ -105,7 +105,13 @@ class CdrOutbox:
         if not claim.rows:
             return 0
         batches = group_batches(claim.rows)
-        outcomes = await asyncio.gather(*(self._deliver(b) for b in batches))
+        try:
+            outcomes = await asyncio.gather(*(self._deliver(b) for b in batches))
+        except asyncio.CancelledError:
+            # clean shutdown mid-delivery: hand the rows back now instead of after the lease
+            # (the receiver may still have got them: at-least-once)
+            await asyncio.shield(self.store.cdr_release(token))
+            raise
         delivered = [int(r["id"]) for b, (ok, _) in zip(batches, outcomes, strict=True) if ok
                      for r in b]
         if delivered:

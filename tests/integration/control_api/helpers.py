@@ -188,10 +188,11 @@ class Receiver:
 
 def node_toml(*, data_dir: str, db_url: str, port: int, extra: str = "",
               max_calls: int = 10, record: bool = True, status_url: str = "",
-              fee_url: str = "", api_extra: str = "", batch_delay_s: float = 0.2) -> str:
+              fee_url: str = "", api_extra: str = "", batch_delay_s: float = 0.2,
+              node_name: str = "vc1") -> str:
     return f"""
 [node]
-name = "vc1"
+name = "{node_name}"
 data_dir = "{data_dir}"
 
 [api]
