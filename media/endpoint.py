@@ -170,6 +170,10 @@ class MediaEndpoint:
         self._dtmf_event_ts = 0
         self._tone_frames: deque[bytes] = deque()
         self._on_clock = False
+        self._frames_per_packet = 1
+        self._agg: list[bytes] = []  # prompt frames waiting to fill a ptime > 20 ms packet
+        self._agg_ts = 0
+        self._agg_marker = False
         # receive side
         self._te_rx = TelephoneEventReceiver()
         self._inband: InbandDetector | None = None
@@ -247,6 +251,10 @@ class MediaEndpoint:
             self._rtcp_remote = (neg.remote_ip, neg.remote_rtcp_port)
         self._neg = neg
         self._pt, self._te_pt, self._codec = neg.payload_type, neg.te_payload_type, neg.codec
+        # the peer's a=ptime when it is a whole number of our 20 ms frames, else 20 ms
+        # (ptime is a preference, RFC 4566 §6; 20 ms is what every G.711 peer accepts)
+        self._frames_per_packet = neg.ptime // 20 if neg.ptime % 20 == 0 and \
+            20 <= neg.ptime <= 120 else 1
         self._send_ok = neg.direction.sends and neg.remote_ip != "0.0.0.0"
         self._last_rx = self._loop.time()
         self._timeout_emitted = False
@@ -503,6 +511,7 @@ class MediaEndpoint:
     def _end_playback(self, pb: Playback, result: PlaybackResult) -> None:
         if self._playback is pb:
             self._playback = None
+            self._agg = []  # a stopped prompt's last <= 100 ms are not worth sending
         if not pb.done.done():
             pb.done.set_result(result)
 
@@ -520,26 +529,36 @@ class MediaEndpoint:
             src = pb.source
             frame = src.next_frame()
             if frame is None:
+                self._flush_agg()
                 self._end_playback(pb, PlaybackResult.COMPLETED)
             else:
                 marker = src.spurt_start or self._last_sent_tick != tick - 1
                 src.spurt_start = False
                 if self._send_ok:
                     self._relay_src = None
+                    self._last_sent_tick = tick
+                    if self._agg:  # filling a ptime > 20 ms packet
+                        self._agg.append(frame)
+                        if len(self._agg) >= self._frames_per_packet:
+                            self._flush_agg()
+                        return
                     ts = (self._ts0 + tick * SAMPLES_PER_TICK) & TS_MASK
                     delta = (ts - self._last_ts) & TS_MASK
                     if delta == 0 or delta >= 0x80000000:
                         ts = (self._last_ts + SAMPLES_PER_TICK) & TS_MASK
+                    self._last_ts = ts
+                    if self._frames_per_packet > 1:
+                        self._agg, self._agg_ts, self._agg_marker = [frame], ts, marker
+                        return
                     seq = self._seq
                     self._seq = (seq + 1) & 0xFFFF
-                    self._last_ts = ts
-                    self._last_sent_tick = tick
                     if self._codec != "PCMA":
                         frame = g711.alaw_to_ulaw(frame)
                     self._send(RTP_HEADER.pack(0x80, (0x80 if marker else 0) | self._pt, seq,
                                                ts, self.ssrc) + frame)
                 return
         elif self._dtmf_plan:
+            self._flush_agg()
             pe, _ = self._dtmf_plan.popleft()
             if pe is not None:
                 if pe.marker:
@@ -548,10 +567,27 @@ class MediaEndpoint:
                                   ts=self._dtmf_event_ts)
             self._last_sent_tick = -10  # audio after the event starts a new talk spurt
         elif self._tone_frames:
+            self._flush_agg()
             self._send_audio(self._tone_frames.popleft(), tick, False)
         if not (self._dtmf_plan or self._tone_frames or self._playback):
             self._on_clock = False
             self._clock.discard(self)
+
+    def _flush_agg(self) -> None:
+        """Send the prompt frames gathered for a ptime > 20 ms packet (a short packet at
+        the end of a prompt is fine: the timestamp says where it belongs)."""
+        if not self._agg:
+            return
+        payload = b"".join(self._agg)
+        self._agg = []
+        if not self._send_ok or self._remote is None:
+            return
+        if self._codec != "PCMA":
+            payload = g711.alaw_to_ulaw(payload)
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFFFF
+        self._send(RTP_HEADER.pack(0x80, (0x80 if self._agg_marker else 0) | self._pt, seq,
+                                   self._agg_ts, self.ssrc) + payload)
 
     def _next_ts(self, tick: int) -> int:
         ts = (self._ts0 + tick * SAMPLES_PER_TICK) & TS_MASK

@@ -476,3 +476,22 @@ async def test_port_pool_exhaustion_is_a_clear_error(tmp_path: Path) -> None:
         assert again.port == eps[1].port
     finally:
         await eng.stop()
+
+
+async def test_prompt_follows_the_peers_ptime_when_a_multiple_of_20(engine: MediaEngine,
+                                                                  peers: PeerFactory) -> None:
+    peer = peers()
+    ep = await connected(engine, peer)
+    ep.answer_offer(peer.sdp(extra="a=ptime:40\r\n"))
+    audio = alaw_ramp(160 * 9)  # 180 ms: four 40 ms packets and a last 20 ms one
+    await ep.play_audio([audio])
+    got = await peer.packets(5)
+    assert [len(p.payload) for p in got] == [320, 320, 320, 320, 160]
+    assert b"".join(p.payload for p in got) == audio
+    assert [(y.timestamp - x.timestamp) & 0xFFFFFFFF for x, y in itertools.pairwise(got)] == [
+        320] * 4
+    assert seq_steps(got) == {1} and got[0].marker and not any(p.marker for p in got[1:])
+    # 30 ms is not a multiple of our 20 ms frame: we send 20 ms (ptime is a preference)
+    ep.answer_offer(peer.sdp(extra="a=ptime:30\r\n"))
+    await ep.play_audio([audio[:480]])
+    assert [len(p.payload) for p in await peer.packets(3)] == [160] * 3
