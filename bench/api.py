@@ -76,9 +76,8 @@ async def api_latency(db_url: str, tmp: Path, rate: float, seconds: float,
     port = free_port()
     cfg = tmp / "bench.toml"
     cfg.write_text(node_toml(data_dir=str(data_dir), db_url=db_url, port=port,
-                             max_calls=100_000)
+                             max_calls=100_000, lease_s=120)
                    .replace("cdr_retry_interval_s = 0.5", "cdr_retry_interval_s = 60")
-                   .replace("cdr_lease_s = 2", "cdr_lease_s = 120")
                    .replace("timeout_s = 1", "timeout_s = 10"))
     node_log = open(os.environ.get("BENCH_NODE_LOG", os.devnull), "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "tests.integration.control_api.node_proc",

@@ -122,6 +122,7 @@ class ControlPlane:
         self._unsubscribe: Any = None
         self._retention: asyncio.Task[None] | None = None
         self.warnings: list[str] = []
+        self._stopped = False
 
     @property
     def base_url(self) -> str:
@@ -199,6 +200,10 @@ class ControlPlane:
             await asyncio.sleep(RETENTION_PERIOD_S)
 
     async def stop(self) -> None:
+        """Idempotent: stop serving, finish pending pushes briefly, hand back outbox leases."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self._retention is not None:

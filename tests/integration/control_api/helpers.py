@@ -189,7 +189,7 @@ class Receiver:
 def node_toml(*, data_dir: str, db_url: str, port: int, extra: str = "",
               max_calls: int = 10, record: bool = True, status_url: str = "",
               fee_url: str = "", api_extra: str = "", batch_delay_s: float = 0.2,
-              node_name: str = "vc1") -> str:
+              node_name: str = "vc1", lease_s: float = 2) -> str:
     return f"""
 [node]
 name = "{node_name}"
@@ -210,7 +210,7 @@ cdr_retry_interval_s = 0.5
 cdr_max_retries = 2
 cdr_batch_delay_s = {batch_delay_s}
 outbox_poll_s = 0.1
-cdr_lease_s = 2
+cdr_lease_s = {lease_s}
 
 [[accounts]]
 id = "sp1"

@@ -253,3 +253,23 @@ async def test_short_recording_is_not_kept(make_node: NodeFactory, receiver: Rec
     fee = receiver.on("/fee")[0].body["feeLst"][0]
     assert fee["recordFlag"] == 0 and "recordObjectName" not in fee
     assert list((node.data_dir / "recordings").iterdir()) == []
+
+
+async def test_clean_shutdown_mid_delivery_hands_cdrs_back(make_node: NodeFactory,
+                                                          receiver: Receiver) -> None:
+    receiver.modes["/fee"] = "hang"
+    first = await make_node(lease_s=300)
+    expect(await post(first, CB, cb_body(**urls(receiver))), 200, "0")
+    await receiver.wait_for(lambda: len(receiver.on("/fee")) == 1)
+    await first.backend.hang_up_all()
+    await first.plane.stop()                 # delivery in flight, lease would last 300 s
+    receiver.modes["/fee"] = "ok"
+    second = await make_node(lease_s=300)
+    await receiver.wait_for(lambda: len(receiver.on("/fee")) == 2, timeout=10)
+    outbox = second.plane.outbox
+    assert outbox is not None
+    for _ in range(100):
+        if outbox.delivered == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert outbox.delivered == 1
