@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import enum
+import functools
+import os
 import random
 import socket
 import struct
@@ -64,6 +67,19 @@ if TYPE_CHECKING:
 RELAY_HDR = struct.Struct("!BHII")  # octet 1 onwards of the fixed RTP header
 SAMPLES_PER_TICK = 160
 TS_MASK = 0xFFFFFFFF
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _disconnect(sock: socket.socket) -> None:
+    """Dissolve a UDP socket's peer association: connect(2) with an AF_UNSPEC address."""
+    unspec = (ctypes.c_ubyte * 16)()  # sa_family 0 = AF_UNSPEC
+    if _libc().connect(sock.fileno(), ctypes.byref(unspec), ctypes.sizeof(unspec)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 class PlaybackResult(enum.Enum):
@@ -264,13 +280,26 @@ class MediaEndpoint:
                       direction=neg.direction.value, ptime=neg.ptime)
 
     def _reopen_sockets(self) -> None:
-        """A connected UDP socket only hears its peer; re-create it unconnected."""
-        for old in (self._rtp_sock, self._rtcp_sock):
-            self._loop.remove_reader(old.fileno())
-            old.close()
-        self._rtp_sock, self._rtcp_sock = self._engine._bind_pair(self.port)
-        self._loop.add_reader(self._rtp_sock.fileno(), self._on_rtp_readable)
-        self._loop.add_reader(self._rtcp_sock.fileno(), self._on_rtcp_readable)
+        """A connected UDP socket only hears its peer: dissolve the association
+        (connect to AF_UNSPEC, as connect(2) documents) so that anyone may be latched."""
+        for sock, port in ((self._rtp_sock, self.port), (self._rtcp_sock, self.port + 1)):
+            try:
+                _disconnect(sock)
+                if sock.getsockname()[1] != port:  # the kernel must keep our bound port
+                    raise OSError("port lost on disconnect")
+            except OSError:
+                # no libc connect(AF_UNSPEC): re-create the socket on the same port
+                self._loop.remove_reader(self._rtp_sock.fileno())
+                self._loop.remove_reader(self._rtcp_sock.fileno())
+                self._rtp_sock.close()
+                self._rtcp_sock.close()
+                try:
+                    self._rtp_sock, self._rtcp_sock = self._engine._bind_pair(self.port)
+                except OSError as e:
+                    raise SdpError(f"cannot re-bind RTP port {self.port}: {e}") from None
+                self._loop.add_reader(self._rtp_sock.fileno(), self._on_rtp_readable)
+                self._loop.add_reader(self._rtcp_sock.fileno(), self._on_rtcp_readable)
+                break
         self._latched = self._rtcp_latched = False
 
     def _update_inband(self) -> None:

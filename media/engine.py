@@ -22,8 +22,9 @@ Errors: :class:`~media.errors.SdpError` (488), :class:`~media.errors.PlayFileErr
 :class:`~media.errors.PortPoolExhausted`.
 
 Configuration (``[media]``, :class:`~media.config.MediaConfig`): ``rtp_ports``, ``codecs``
-(offer order), ``ptime`` (advertised; frames are always sent every 20 ms, any received
-packetisation is accepted), ``rtp_timeout_s`` ("media_timeout"), ``inband_dtmf``,
+(offer order), ``ptime`` (advertised; prompts follow the peer's ``a=ptime`` when it is a
+multiple of 20 ms, else 20 ms; relayed packets keep the sender's packetisation; any
+received packetisation is accepted), ``rtp_timeout_s`` ("media_timeout"), ``inband_dtmf``,
 ``prompt_gap_ms``, ``record_min_s`` (REC-3), ``tts_voice`` / ``tts_voice_en`` /
 ``tts_variant`` / ``tts_timeout_s``. Files: ``data_dir/prompts/default`` (PR-DEFAULT,
 rendered at first start) and ``data_dir/tts`` (TTS cache by content hash).
