@@ -38,6 +38,7 @@ log = structlog.get_logger("media.tts")
 
 MAX_TEMPLATE_BYTES = 900
 MAX_VALUE_BYTES = 32
+MAX_PLAIN_BYTES = 4096  # already-filled text handed to TTS (bounds espeak-ng's work)
 LANG_ENGLISH = 1
 LANG_MANDARIN = 2
 RENDER_VERSION = "1"  # bump to invalidate cached renders when the rules change
@@ -271,11 +272,26 @@ def read_text(text: str, language: int) -> str:
     return re.sub(r" {2,}", " ", out).strip()
 
 
+def _has_variables(text: str) -> bool:
+    return any(_VAR_NAME.match(m.group(1)) for m in _VAR.finditer(text))
+
+
 def spoken_text(text: str, params: Sequence[str], language: int) -> str:
-    """The text to synthesise: template filled and read per TPL-4. Plain text (no
-    variables, no params) just gets the reading rules."""
+    """The text to synthesise: template filled and read per TPL-4.
+
+    Without ``params`` and without variables the text is taken as already-filled plain
+    text (e.g. a template filled by the caller, which may be longer than 900 bytes once
+    filled): it only gets the reading rules, bounded to ``MAX_PLAIN_BYTES``. Filling here
+    (template + params) is better when possible: ``${NUM_n}`` values are then known to be
+    digit strings and ``${TXT_n}`` values are read as text."""
     if language not in (LANG_ENGLISH, LANG_MANDARIN):
         raise TemplateError("languageType must be 1 (English) or 2 (Mandarin)")
+    if not params and not _has_variables(text):
+        if not text.strip():
+            raise TemplateError("nothing to speak")
+        if template_bytes(text) > MAX_PLAIN_BYTES:
+            raise TemplateError(f"text to speak is longer than {MAX_PLAIN_BYTES} bytes")
+        return read_text(text, language)
     variables = _check_params(text, params)
     values = []
     for var, val in zip(variables, params, strict=True):

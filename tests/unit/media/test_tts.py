@@ -173,3 +173,13 @@ def test_one_fixed_female_voice_per_language(tmp_path: Path) -> None:
     assert plain.voice_for(2) == "cmn"
     with pytest.raises(TemplateError):
         r.voice_for(3)
+
+
+def test_already_filled_text_may_exceed_the_template_limit_and_keep_literal_braces() -> None:
+    filled = "验证码" * 290 + "1234"  # 2,614 bytes: far over the 900-byte template limit
+    assert spoken_text(filled, [], 2).endswith("一二三四")
+    assert spoken_text("price ${x} 12", [], 1) == "price ${x} one two"
+    with pytest.raises(TemplateError, match="2 variables"):
+        spoken_text(CODE, [], 2)  # a real template without its parameters
+    with pytest.raises(TemplateError, match="4096"):
+        spoken_text("a" * 5000, [], 1)
