@@ -1,0 +1,151 @@
+"""A whole node (daemon subprocess) with SIPp gateways for the A and B parties and a real
+webhook receiver: the setting of every end-to-end service test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.integration.control_api.helpers import Receiver, aksk_headers
+from tests.integration.harness import Daemon, Sipp, free_port, uas
+
+APP_KEY = "svc-app-key"
+APP_SECRET = "svc-app-secret"
+DISPLAY = "+8675500000001"
+DISPLAY_B = "+8675500000002"
+CALLER = "+8613800000011"   # routed to the gateway "gwa" (party A)
+CALLEE = "+8613900000022"   # routed to the gateway "gwb" (party B)
+
+
+@dataclass
+class ServiceNode:
+    workdir: Path
+    receiver: Receiver
+    extra_toml: str = ""
+    sip_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
+    gwa_port: int = field(default_factory=free_port)
+    gwb_port: int = field(default_factory=free_port)
+    daemon: Daemon | None = None
+    peers: list[Sipp] = field(default_factory=list)
+
+    def config(self) -> str:
+        status = self.receiver.url("/status")
+        fee = self.receiver.url("/fee")
+        return f"""
+[node]
+name = "vc1"
+data_dir = "./data"
+
+[sip]
+listen = ["udp:127.0.0.1:{self.sip_port}"]
+no_answer_timeout_s = 4
+
+[api]
+listen = "127.0.0.1:{self.api_port}"
+
+[webhooks]
+timeout_s = 5
+cdr_retry_interval_s = 2
+
+[log]
+level = "info"
+
+[[gateways]]
+name = "gwa"
+address = "udp:127.0.0.1:{self.gwa_port}"
+ping_interval_s = 0
+
+[[gateways]]
+name = "gwb"
+address = "udp:127.0.0.1:{self.gwb_port}"
+ping_interval_s = 0
+
+[[routes]]
+prefix = "+861380"
+gateways = ["gwa"]
+
+[[routes]]
+prefix = "+861390"
+gateways = ["gwb"]
+
+[[accounts]]
+id = "sp1"
+
+[[apps]]
+account = "sp1"
+app_key = "{APP_KEY}"
+app_secret = "{APP_SECRET}"
+status_url = "{status}"
+fee_url = "{fee}"
+record = true
+
+[[numbers]]
+account = "sp1"
+number = "{DISPLAY}"
+kind = "display"
+
+[[numbers]]
+account = "sp1"
+number = "{DISPLAY_B}"
+kind = "display"
+{self.extra_toml}
+"""
+
+    def start(self) -> ServiceNode:
+        self.daemon = Daemon(self.config(), self.workdir).start()
+        return self
+
+    def party(self, which: str, scenario: str | Path, *, calls: int = 1,
+              extra: Sequence[str] = ()) -> Sipp:
+        port = self.gwa_port if which == "A" else self.gwb_port
+        p = uas(self.workdir, scenario, port=port, calls=calls,
+                extra=("-mp", str(free_port()), *extra))
+        self.peers.append(p)
+        return p.start()
+
+    async def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=10) as c:
+            return await c.post(f"http://127.0.0.1:{self.api_port}{path}", json=body,
+                                headers=aksk_headers(APP_KEY, APP_SECRET))
+
+    async def get(self, path: str, **params: str) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=10, follow_redirects=False) as c:
+            return await c.get(f"http://127.0.0.1:{self.api_port}{path}", params=params,
+                               headers=aksk_headers(APP_KEY, APP_SECRET))
+
+    def log(self) -> str:
+        return self.daemon.drain() if self.daemon else ""
+
+    def stop(self) -> None:
+        for p in self.peers:
+            p.stop()
+        if self.daemon is not None:
+            self.daemon.stop()
+
+
+async def wait_peer(p: Sipp, timeout: float = 30.0) -> Any:
+    return await asyncio.to_thread(p.wait, timeout)
+
+
+def statuses(receiver: Receiver, session_id: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for r in receiver.on("/status"):
+        info = r.body.get("statusInfo", {}) if isinstance(r.body, dict) else {}
+        if info.get("sessionId") == session_id:
+            out.append((r.body["eventType"], info))
+    return out
+
+
+def fees(receiver: Receiver, session_id: str) -> list[dict[str, Any]]:
+    out = []
+    for r in receiver.on("/fee"):
+        for item in r.body.get("feeLst", []) if isinstance(r.body, dict) else []:
+            if item.get("sessionId") == session_id:
+                out.append(item)
+    return out
