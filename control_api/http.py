@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from control_api.auth import Authenticator
 from control_api.codes import ApiError, Code
 from control_api.config import Config
+from control_api.metrics import CONTENT_TYPE, ControlMetrics
 from control_api.models import (
     CallbackBody,
     NotifyBody,
@@ -52,6 +53,23 @@ class ApiContext:
     record_domain: str
     clock: Callable[[], float] = time.time
     nudge_outbox: Callable[[], None] = field(default=lambda: None)
+    metrics: ControlMetrics | None = None
+
+    async def observed(self, operation: str, op: Callable[[], Awaitable[Response]]) -> Response:
+        """Run one API operation, counting it by resultcode and timing it (``/metrics``)."""
+        if self.metrics is None:
+            return await op()
+        t0 = time.perf_counter()
+        code = Code.INTERNAL.value
+        try:
+            resp = await op()
+            code = "0" if resp.status_code in (200, 301) else code
+            return resp
+        except ApiError as e:
+            code = e.code.value
+            raise
+        finally:
+            self.metrics.observe(operation, code, time.perf_counter() - t0)
 
 
 def error_response(err: ApiError) -> JSONResponse:
@@ -227,16 +245,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return error_response(ApiError(Code.INTERNAL))
 
     async def _handle(request: Request, model: type[M],
-                      op: Callable[[Row, M], Awaitable[dict[str, Any]]]) -> JSONResponse:
-        app_row = await authenticate(request)
-        body = await parse_body(request, model)
-        result = await op(app_row, body)
-        return JSONResponse(result, headers=_CLOSE)
+                      op: Callable[[Row, M], Awaitable[dict[str, Any]]]) -> Response:
+        async def run() -> Response:
+            app_row = await authenticate(request)
+            body = await parse_body(request, model)
+            result = await op(app_row, body)
+            return JSONResponse(result, headers=_CLOSE)
+
+        return await ctx.observed(model.__name__.removesuffix("Body").lower(), run)
 
     @app.post("/rest/httpsessions/click2Call/v2.0", response_model=SessionResult,
               responses=_ERR_DOC, openapi_extra=_body_doc(CallbackBody),
               summary="Voice callback (CreateVoiceCallback)", tags=["voice call"])
-    async def click2call(request: Request) -> JSONResponse:
+    async def click2call(request: Request) -> Response:
         return await _handle(request, CallbackBody, ctx.service.callback)
 
     for version in ("v1.0", "v2.0"):
@@ -251,13 +272,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
               responses=_ERR_DOC, openapi_extra=_body_doc(VerifyBody),
               summary="Voice verification code (CreateVoiceVerificationCode)",
               tags=["voice call"])
-    async def call_verify(request: Request) -> JSONResponse:
+    async def call_verify(request: Request) -> Response:
         return await _handle(request, VerifyBody, ctx.service.verify)
 
     @app.post("/rest/httpsessions/callStop/v2.0", response_model=SessionResult,
               responses=_ERR_DOC, openapi_extra=_body_doc(StopBody),
               summary="Terminate a call (TerminateCall)", tags=["voice call"])
-    async def call_stop(request: Request) -> JSONResponse:
+    async def call_stop(request: Request) -> Response:
         return await _handle(request, StopBody, ctx.service.stop)
 
     @app.get("/rest/provision/voice/record/v1.0", status_code=301, responses=_ERR_DOC,
@@ -267,14 +288,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
                          fileName: str = Query(..., min_length=1, max_length=128),
                          recordDomain: str = Query(..., min_length=1, max_length=128),
                          ) -> Response:
-        app_row = await authenticate(request)
-        call = await ctx.store.find_recording(fileName) if safe_name(fileName) else None
-        if (call is None or call["app_key"] != app_row["app_key"]
-                or recordDomain != ctx.record_domain
-                or not ctx.recordings.path_for(fileName).is_file()):
-            raise ApiError(Code.NOT_FOUND, "The record does not exist.")
-        return Response(status_code=301, headers={
-            "Location": ctx.recordings.signed_url(fileName, ctx.clock()), **_CLOSE})
+        async def run() -> Response:
+            app_row = await authenticate(request)
+            call = await ctx.store.find_recording(fileName) if safe_name(fileName) else None
+            if (call is None or call["app_key"] != app_row["app_key"]
+                    or recordDomain != ctx.record_domain
+                    or not ctx.recordings.path_for(fileName).is_file()):
+                raise ApiError(Code.NOT_FOUND, "The record does not exist.")
+            return Response(status_code=301, headers={
+                "Location": ctx.recordings.signed_url(fileName, ctx.clock()), **_CLOSE})
+
+        return await ctx.observed("record", run)
 
     @app.get("/recordings/{name}", summary="Signed recording download", tags=["recordings"],
              response_class=FileResponse)
@@ -285,6 +309,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if not path.is_file():
             raise ApiError(Code.NOT_FOUND, "The record does not exist.")
         return FileResponse(path, media_type="audio/wav", filename=name)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        if ctx.metrics is None:
+            raise ApiError(Code.NOT_FOUND, "Metrics are not enabled.")
+        return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)
 
     from control_api.admin import build_admin_router
     app.include_router(build_admin_router(ctx), prefix="/admin/v1")
@@ -317,10 +347,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
     return app
 
 
-def _make_notify(ctx: ApiContext) -> Callable[[Request], Awaitable[JSONResponse]]:
-    async def callnotify(request: Request) -> JSONResponse:
-        app_row = await authenticate(request)
-        body = await parse_body(request, NotifyBody)
-        return JSONResponse(await ctx.service.notify(app_row, body), headers=_CLOSE)
+def _make_notify(ctx: ApiContext) -> Callable[[Request], Awaitable[Response]]:
+    async def callnotify(request: Request) -> Response:
+        async def run() -> Response:
+            app_row = await authenticate(request)
+            body = await parse_body(request, NotifyBody)
+            return JSONResponse(await ctx.service.notify(app_row, body), headers=_CLOSE)
+
+        return await ctx.observed("notify", run)
 
     return callnotify

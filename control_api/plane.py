@@ -27,6 +27,7 @@ from control_api.auth import Authenticator, settings_from_config
 from control_api.backend import CallBackend
 from control_api.config import Config, LoadedConfig
 from control_api.http import ApiContext
+from control_api.metrics import ControlMetrics
 from control_api.outbox import CdrOutbox
 from control_api.playfiles import validate_play_file
 from control_api.pusher import StatusPusher
@@ -119,6 +120,7 @@ class ControlPlane:
         self.outbox: CdrOutbox | None = None
         self.sink: EventSink | None = None
         self.api: ApiServer | None = None
+        self.metrics: ControlMetrics | None = None
         self._unsubscribe: Any = None
         self._retention: asyncio.Task[None] | None = None
         self.warnings: list[str] = []
@@ -155,11 +157,18 @@ class ControlPlane:
         await self._close_orphans()
         self._unsubscribe = self.events.subscribe(self.sink.on_event)
         self.outbox.start()
+        self.metrics = ControlMetrics(cfg.node.name, self._metric_values)
         ctx = ApiContext(config=cfg, store=self.store, service=self.service, auth=self.auth,
                          recordings=self.recordings, record_domain=self.record_domain,
-                         nudge_outbox=self.outbox.nudge)
+                         nudge_outbox=self.outbox.nudge, metrics=self.metrics)
         self.api = await start_api(ctx, self.listen)
         self._retention = asyncio.create_task(self._retention_loop(), name="recording-retention")
+
+    def _metric_values(self) -> dict[str, float]:
+        p, o = self.pusher, self.outbox
+        return {"status_ok": p.sent if p else 0, "status_failed": p.failed if p else 0,
+                "cdr_delivered": o.delivered if o else 0, "cdr_failed": o.failed if o else 0,
+                "calls_live": len(self.sessions)}
 
     async def _close_orphans(self) -> None:
         """Calls this node had in progress when it died can no longer progress: close them

@@ -273,3 +273,29 @@ async def test_clean_shutdown_mid_delivery_hands_cdrs_back(make_node: NodeFactor
             break
         await asyncio.sleep(0.05)
     assert outbox.delivered == 1
+
+
+async def test_metrics_endpoint(make_node: NodeFactory, receiver: Receiver) -> None:
+    node = await make_node()
+    expect(await post(node, CB, cb_body(**urls(receiver))), 200, "0")
+    expect(await post(node, CB, cb_body(calleeNbr="+85212345678")), 400, "1010002")
+    await receiver.wait_for(lambda: len(receiver.on("/fee")) == 1)
+    for _ in range(100):
+        if node.plane.outbox and node.plane.outbox.delivered == 1:
+            break
+        await asyncio.sleep(0.05)
+    r = await node.http.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'voicecall_api_requests_total{node="vc1",operation="callback",resultcode="0"} 1.0' \
+        in text
+    assert 'operation="callback",resultcode="1010002"} 1.0' in text
+    assert 'voicecall_status_pushes_total{node="vc1",outcome="ok"} 8.0' in text
+    assert 'voicecall_cdr_push_items_total{node="vc1",outcome="delivered"} 1.0' in text
+    assert "voicecall_api_request_seconds_bucket" in text
+    # the exposition format is valid for Prometheus itself
+    proc = await asyncio.create_subprocess_exec(
+        "promtool", "check", "metrics", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(r.content), 30)
+    assert proc.returncode == 0, (out, err)
