@@ -57,6 +57,25 @@ class NetstringReader:
             del self.buf[:end + 1]
 
 
+def _port_pair() -> int:
+    """An even port P with P and P+1 free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port % 2 or port > 65000:
+            continue
+        try:
+            for p in (port, port + 1):
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
 def make_wav(path: Path, seconds: float = 3.0) -> Path:
     """A 8 kHz mono 16-bit tone (sox), the softphone's microphone."""
     sox = shutil.which("sox")
@@ -76,11 +95,12 @@ class Baresip:
     user: str
     password: str
     registrar: str            # "127.0.0.1:5060"
-    sip_port: int
-    ctrl_port: int
     wav: Path
     auto_answer: bool = False
     account_params: str = ""
+    sip_port: int = 0         # chosen in start(): UDP/TCP here, TLS on sip_port + 1
+    ctrl_port: int = 0
+    rtp_port: int = 0         # RTP here, RTCP on rtp_port + 1
     account_line: str = ""
     proc: subprocess.Popen[bytes] | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -114,7 +134,7 @@ call_max_calls\t\t4
 audio_source\t\taufile,{self.wav}
 audio_alert\t\taufile,{self.wav}
 audio_level\t\tno
-rtp_ports\t\t{self.sip_port + 2}-{self.sip_port + 40}
+rtp_ports\t\t{self.rtp_port}-{self.rtp_port + 1}
 rtp_timeout\t\t0
 jitter_buffer_delay\t1-5
 module_path\t\t{MODULES}
@@ -143,7 +163,18 @@ ctrl_tcp_listen\t\t127.0.0.1:{self.ctrl_port}
                                         ("REGISTER_OK", "REGISTER_FAIL")), None),
                           timeout, "REGISTER_OK/REGISTER_FAIL")
 
-    def start(self, timeout: float = 10.0) -> Baresip:
+    def start(self, timeout: float = 10.0, attempts: int = 3) -> Baresip:
+        """Start on fresh ports; retried when a port found free was taken meanwhile."""
+        for attempt in range(attempts):
+            self.sip_port, self.ctrl_port, self.rtp_port = _port_pair(), _port_pair(), _port_pair()
+            try:
+                return self._start(timeout)
+            except RuntimeError as e:
+                if "in use" not in str(e).lower() or attempt + 1 == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> Baresip:
         self.write_config()
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(["baresip", "-f", str(self.confdir)], cwd=self.workdir,
@@ -153,6 +184,7 @@ ctrl_tcp_listen\t\t127.0.0.1:{self.ctrl_port}
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
+                self.proc = None
                 raise RuntimeError(f"baresip {self.name} exited:\n{self.log()}")
             try:
                 self._sock = socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1)

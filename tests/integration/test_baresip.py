@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.baresip import Baresip, make_wav
-from tests.integration.harness import free_port
-from tests.integration.test_rfc4475_daemon import GuardedDaemon, node_config
+from tests.integration.test_rfc4475_daemon import node_config, start_node
 
 pytestmark = pytest.mark.integration
 
@@ -32,17 +31,15 @@ MD5_ONLY = 'digest_algorithms = ["MD5"]'
 
 class Phones:
     def __init__(self, workdir: Path, extra_sip: str) -> None:
-        self.port = free_port()
-        self.daemon = GuardedDaemon(node_config(self.port, extra_sip=extra_sip), workdir)
         wav = make_wav(workdir / "tone.wav")
+        self.daemon, self.port = start_node(
+            workdir, lambda p: node_config(p, extra_sip=extra_sip))
         registrar = f"127.0.0.1:{self.port}"
-        self.a = Baresip(workdir, "a", "1001", "secret1001", registrar, free_port(),
-                         free_port(), wav)
-        self.b = Baresip(workdir, "b", "1002", "secret1002", registrar, free_port(),
-                         free_port(), wav, auto_answer=True)
+        self.a = Baresip(workdir, "a", "1001", "secret1001", registrar, wav=wav)
+        self.b = Baresip(workdir, "b", "1002", "secret1002", registrar, wav=wav,
+                         auto_answer=True)
 
     def start(self) -> None:
-        self.daemon.start()
         self.a.start()
         self.b.start()
 

@@ -16,9 +16,13 @@ separators and the other Vias stay as the RFC gives them), so what each message 
 kept: ``badbranch`` keeps its bare ``z9hG4bK`` branch, ``transports`` its SCTP/TLS/UNKNOWN
 Vias below the top one, ``badvers`` its ``SIP/7.0/UDP``, ``badinv01`` its ``;;,;,,``.
 Responses (``bcast``, ``bigcode``, ``scalarlg``, ``unreason``, ``noreason``) are sent
-unchanged: a UA never sends anything back for a response. The daemon runs under a small
-network guard (``GUARD`` below): any send to a non-loopback address is refused and printed
-as ``NETGUARD``; every test asserts there was none.
+unchanged: a UA never sends anything back for a response. Without the rewrite the daemon
+would still not send to 192.0.2.x: a sent-by that differs from the packet source gets
+``received=127.0.0.1`` (§18.2.1) and the answer goes to that address at the *sent-by port*
+(§18.2.2; 5060 when absent) — i.e. to whatever else listens on 127.0.0.1:5060, not to the
+test. The daemon runs under a small network guard (``GUARD`` below): any send to a
+non-loopback address is refused and printed as ``NETGUARD``; every test asserts there was
+none, and a control test shows the guard trips on a ``maddr=192.0.2.99`` Via.
 
 Stream transport (RFC 3261 §18.3: Content-Length is mandatory on streams; RFC 4475 §3.1.2.2
 notes the stream case differs). Per file, where TCP differs from UDP:
@@ -46,8 +50,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -99,13 +104,40 @@ class GuardedDaemon(Daemon):
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read_output, args=(self.proc,), daemon=True)
         self._reader.start()
-        if self._ready.wait(timeout) and self.proc.poll() is None:
+        deadline = time.monotonic() + timeout
+        # Fail fast when the process exits (e.g. a port taken meanwhile) instead of waiting.
+        while not self._ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                break
+        if self._ready.is_set() and self.proc.poll() is None:
             return self
         self.stop()
         raise RuntimeError("daemon did not become ready:\n" + "".join(self.output[-50:]))
 
+    def __enter__(self) -> GuardedDaemon:
+        # Started already by start_node() (which retries on a port race); enter only once.
+        return self if self.alive() else self.start()
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def start_node(workdir: Path, make_config: Callable[[int], str],
+               attempts: int = 4) -> tuple[GuardedDaemon, int]:
+    """Start a guarded daemon on a fresh SIP port; retry with another port when the one
+    ``free_port`` found was taken by another process before the daemon could bind it
+    (tests of other areas run in parallel on this machine)."""
+    error = ""
+    for _ in range(attempts):
+        port = free_port()
+        d = GuardedDaemon(make_config(port), workdir)
+        try:
+            return d.start(), port
+        except RuntimeError as e:
+            error = str(e)
+            if "cannot start" not in error and "in use" not in error.lower():
+                raise
+    raise RuntimeError(f"no usable port after {attempts} attempts: {error}")
 
 
 def node_config(sip_port: int, *, extra_sip: str = "", tls_port: int | None = None,
@@ -276,7 +308,8 @@ class Tcp:
         self.sock.sendall(data)
 
     def read(self, timeout: float) -> list[Reply]:
-        """Responses arriving within ``timeout``; stops early at EOF."""
+        """Responses arriving within ``timeout``; returns as soon as some arrived, or at
+        EOF."""
         out: list[Reply] = []
         deadline = time.monotonic() + timeout
         while not self.eof and (left := deadline - time.monotonic()) > 0:
@@ -293,6 +326,8 @@ class Tcp:
                 break
             self.buf += chunk
             out += [parse_reply(m) for m in split_stream(self.buf)]
+            if out:
+                break
         return out
 
     def finals(self, count: int, timeout: float) -> list[Reply]:
@@ -404,9 +439,7 @@ def check_details(name: str, r: Reply) -> None:
 def _run_daemon(tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[tuple[GuardedDaemon, int]]:
     workdir = tmp_path_factory.mktemp("rfc4475")
-    port = free_port()
-    d = GuardedDaemon(node_config(port), workdir)
-    d.start()
+    d, port = start_node(workdir, node_config)
     try:
         yield d, port
     finally:
@@ -535,3 +568,27 @@ def test_over_tcp(tcp_daemon: tuple[GuardedDaemon, int], name: str) -> None:
         c.close()
     assert_alive_udp(d, port)
     assert_clean(d)
+
+
+def test_network_guard_catches_a_response_to_a_foreign_address(tmp_path: Path) -> None:
+    """Control for the guard the tests above rely on. ``lwsdisp`` with ``maddr=192.0.2.99``
+    added to its top Via: §18.2.2 sends the response to the maddr — the guard must refuse
+    that send and report it. (A Via whose sent-by is a host name is NOT such a case: the
+    daemon adds received=<source> and answers the source address at the sent-by port.)"""
+    d, port = start_node(tmp_path, node_config)
+    try:
+        c = Udp(port)
+        try:
+            sent_by = f"127.0.0.1:{c.port};".encode()
+            data = rewrite_top_via(load("lwsdisp"), c.port).replace(
+                sent_by, sent_by + b"maddr=192.0.2.99;", 1)
+            c.send(data)
+            assert c.anything(NO_ANSWER_WAIT_S) is None  # the 200 was not sent to us
+        finally:
+            c.close()
+        deadline = time.monotonic() + 5
+        while "NETGUARD" not in d.drain() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"NETGUARD blocked send to udp:192.0.2.99:{c.port}" in d.drain(), d.drain()
+    finally:
+        d.stop()

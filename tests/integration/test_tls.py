@@ -32,6 +32,7 @@ from tests.integration.test_rfc4475_daemon import (
     node_config,
     parse_reply,
     split_stream,
+    start_node,
 )
 
 pytestmark = pytest.mark.integration
@@ -128,11 +129,21 @@ def _tls_config(workdir: Path, sip_port: int, tls_port: int, client_port: int,
                        extra_sip=f'tls_cert = "{cert}"\ntls_key = "{key}"')
 
 
+def _start(workdir: Path, client_port: int, uas_port: int) -> tuple[GuardedDaemon, int]:
+    """The node (retried on a port race); returns it and its TLS port."""
+    tls: list[int] = []
+
+    def make(sip_port: int) -> str:
+        tls.append(free_port())
+        return _tls_config(workdir, sip_port, tls[-1], client_port, uas_port)
+
+    daemon, _ = start_node(workdir, make)
+    return daemon, tls[-1]
+
+
 def test_call_from_tls_caller_to_udp_gateway(workdir: Path) -> None:
-    sip_port, tls_port, client_port, uas_port = (free_port(), free_port(), free_port(),
-                                                 free_port())
-    daemon = GuardedDaemon(_tls_config(workdir, sip_port, tls_port, client_port, uas_port),
-                           workdir)
+    client_port, uas_port = free_port(), free_port()
+    daemon, tls_port = _start(workdir, client_port, uas_port)
     callee = uas(workdir, "uas_basic.xml", port=uas_port, extra=("-mp", str(free_port())))
     with daemon, running(callee):
         callee.start()
@@ -179,9 +190,7 @@ def test_call_from_tls_caller_to_udp_gateway(workdir: Path) -> None:
 
 
 def test_options_over_tls_and_plaintext_on_tls_port_does_not_hurt(workdir: Path) -> None:
-    sip_port, tls_port, client_port = free_port(), free_port(), free_port()
-    daemon = GuardedDaemon(_tls_config(workdir, sip_port, tls_port, client_port, free_port()),
-                           workdir)
+    daemon, tls_port = _start(workdir, free_port(), free_port())
     with daemon:
         # Plain SIP to the TLS port: the handshake fails and only that connection is lost.
         with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as plain:
