@@ -32,6 +32,7 @@ class ServiceTimers:
     collect_first_digit_s: float = 5.0    # DTMF-1: "start keying within 5 s"
     collect_inter_digit_s: float = 5.0
     last_minute_s: float = 60.0           # PR-LAST: one minute before maxDuration
+    cancel_grace_s: float = 5.0           # after our CANCEL, how long to wait for the 487
 
 
 @dataclass
@@ -67,7 +68,8 @@ class Runtime:
         """Wait until ``ml`` answers (None) or fails (its LegFailure), emitting alerting and
         answer events, cancelling after the no-answer timeout."""
         alerted = False
-        timed_out = False
+        loop = asyncio.get_running_loop()
+        gave_up: asyncio.Future[None] = loop.create_future()
 
         def on_event(_leg: object, ev: object) -> None:
             nonlocal alerted
@@ -77,27 +79,39 @@ class Runtime:
                                caller=caller, called=called)
 
         ml.leg.on_event(on_event)
-        loop = asyncio.get_running_loop()
 
         def give_up() -> None:
-            nonlocal timed_out
             if not ml.is_answered and not ml.terminated:
-                timed_out = True
                 ml.hangup()
+                gave_up.set_result(None)
 
         timer = loop.call_later(self.timers.no_answer_timeout_s, give_up)
         try:
-            waiters: list[asyncio.Future[Any]] = [ml.answered, ml.finished]
+            waiters: list[asyncio.Future[Any]] = [ml.answered, ml.finished, gave_up]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if gave_up.done() and not ml.terminated and ml.rang:
+                # Our CANCEL is out; a live peer answers it with 487 at once.
+                await asyncio.wait([ml.finished], timeout=self.timers.cancel_grace_s)
         finally:
             timer.cancel()
+            if not gave_up.done():
+                gave_up.cancel()
         if ml.answered.done() and not ml.answered.cancelled():
             self.leg_event(session_id, label, LegEventKind.ANSWER, caller=caller, called=called)
             return None
+        timed_out = gave_up.done() and not gave_up.cancelled()
+        if not ml.terminated:
+            # Nothing came back at all (gateway down: without a provisional no CANCEL may
+            # be sent, RFC 3261 §9.1.). The INVITE transaction ends by itself at Timer B;
+            # the call does not wait for it. Reported as a 408 that never rang (8103/8109).
+            ml.end = time.time()
+            if not ml.rang:
+                return causes.leg_failure(408, caller_side=caller_side, rang=False)
+            return causes.leg_failure(487, caller_side=caller_side, rang=True, timed_out=True)
         ev = ml.finished.result()
         status = ev.status if isinstance(ev, LegFailed) else 487
         return causes.leg_failure(status, caller_side=caller_side, rang=ml.rang,
-                                  timed_out=timed_out)
+                                  timed_out=timed_out and ml.rang)
 
     def end(self, ended: CallEnded) -> None:
         self.bus.emit(ended)

@@ -27,6 +27,8 @@ class ServiceNode:
     workdir: Path
     receiver: Receiver
     extra_toml: str = ""
+    app_extra: str = ""            # more keys of the [[apps]] table (max_concurrent_calls …)
+    no_answer_timeout_s: int = 4
     sip_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     gwa_port: int = field(default_factory=free_port)
@@ -44,7 +46,7 @@ data_dir = "./data"
 
 [sip]
 listen = ["udp:127.0.0.1:{self.sip_port}"]
-no_answer_timeout_s = 4
+no_answer_timeout_s = {self.no_answer_timeout_s}
 
 [api]
 listen = "127.0.0.1:{self.api_port}"
@@ -84,6 +86,7 @@ app_secret = "{APP_SECRET}"
 status_url = "{status}"
 fee_url = "{fee}"
 record = true
+{self.app_extra}
 
 [[numbers]]
 account = "sp1"
@@ -149,3 +152,58 @@ def fees(receiver: Receiver, session_id: str) -> list[dict[str, Any]]:
             if item.get("sessionId") == session_id:
                 out.append(item)
     return out
+
+
+CLICK2CALL = "/rest/httpsessions/click2Call/v2.0"
+CALLNOTIFY = "/rest/httpsessions/callnotify/v2.0"
+CALLVERIFY = "/rest/httpsessions/callVerify/v1.0"
+CALLSTOP = "/rest/httpsessions/callStop/v2.0"
+
+
+def callback_body(**kw: object) -> dict[str, object]:
+    b: dict[str, object] = {"displayNbr": DISPLAY, "callerNbr": CALLER,
+                            "displayCalleeNbr": DISPLAY_B, "calleeNbr": CALLEE}
+    b.update(kw)
+    return b
+
+
+def by_leg(events: list[tuple[str, dict[str, Any]]]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Events grouped by the dialled party of their leg (``called``); collectInfo (no
+    ``called``) goes with the leg it was collected on, the only one of a notification."""
+    out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    last = ""
+    for kind, info in events:
+        called = info.get("called") or last
+        last = called
+        out.setdefault(called, []).append((kind, info))
+    return out
+
+
+def assert_leg_lifecycle(events: list[tuple[str, dict[str, Any]]], legs: dict[str, int | None],
+                         ) -> None:
+    """Each leg in ``legs`` (called number → expected stateCode, None = any) starts with
+    callout and ends with exactly one disconnect, last; no other leg has events."""
+    grouped = by_leg(events)
+    assert set(grouped) == set(legs), (sorted(grouped), events)
+    order = ["callout", "alerting", "answer", "collectInfo", "disconnect"]
+    for called, expect in legs.items():
+        kinds = [k for k, _ in grouped[called]]
+        assert kinds[0] == "callout", (called, kinds)
+        assert kinds.count("disconnect") == 1 and kinds[-1] == "disconnect", (called, kinds)
+        assert kinds.count("answer") <= 1 and kinds.count("alerting") <= 1, (called, kinds)
+        ranks = [order.index(k) for k in kinds]
+        assert ranks == sorted(ranks), (called, kinds)
+        if expect is not None:
+            assert grouped[called][-1][1]["stateCode"] == expect, (called, grouped[called])
+
+
+async def wait_closed(receiver: Receiver, session_id: str, *, legs: int,
+                      timeout: float = 20.0) -> dict[str, Any]:
+    """Wait for the CDR and ``legs`` disconnects (status pushes may trail the CDR a bit)."""
+    await receiver.wait_for(lambda: len(fees(receiver, session_id)) >= 1 and sum(
+        1 for k, _ in statuses(receiver, session_id) if k == "disconnect") >= legs,
+        timeout=timeout)
+    await asyncio.sleep(0.3)   # anything extra (a duplicate) would show up now
+    cdrs = fees(receiver, session_id)
+    assert len(cdrs) == 1, cdrs
+    return cdrs[0]
