@@ -13,6 +13,7 @@ class Code(enum.StrEnum):
     INVALID_API = "1010006"
     ACCOUNT_INACTIVE = "1010007"
     APP_SUSPENDED = "1010008"
+    FLOW_CONTROL = "1010010"
     TIME_OUT_LIMIT = "1010013"
     INVALID_DISPLAY_NUMBER = "1010023"
     INVALID_CALLER_NUMBER = "1010024"
@@ -48,6 +49,7 @@ HTTP_STATUS: dict[Code, int] = {
     Code.INVALID_API: 405,
     Code.ACCOUNT_INACTIVE: 403,
     Code.APP_SUSPENDED: 403,
+    Code.FLOW_CONTROL: 403,
     Code.DEVELOPER_CALL_LIMIT: 403,
     Code.APP_CALL_LIMIT: 403,
     Code.DISPLAY_CALL_LIMIT: 403,
@@ -67,6 +69,7 @@ DEFAULT_DESC: dict[Code, str] = {
     Code.INVALID_API: "Invalid Rest API.",
     Code.ACCOUNT_INACTIVE: "User is not active.",
     Code.APP_SUSPENDED: "app_key is suspended.",
+    Code.FLOW_CONTROL: "Flow control: too many requests in progress, retry later.",
     Code.TIME_OUT_LIMIT: "Time out limit.",
     Code.INVALID_DISPLAY_NUMBER: "Display number invalid.",
     Code.INVALID_CALLER_NUMBER: "Invalid caller number.",

@@ -46,6 +46,7 @@ class ApiConfig(_Section):
     record_url_ttl_s: int = Field(default=7 * 86_400, ge=60, le=30 * 86_400)
     record_domain: str = ""             # recordDomain in CDRs; "" = host:port of public_url
     max_apps_per_account: int = Field(default=5, ge=1, le=100_000)  # NUM-4 quota
+    max_inflight_requests: int = Field(default=256, ge=0, le=100_000)  # more → 1010010, 0 = off
 
     @field_validator("callee_limit")
     @classmethod

@@ -40,6 +40,7 @@ class FakeScript:
     record_duration_s: float | None = None      # reported duration (default: talk time)
     end_at: float | None = None                 # force callEndTime (CDR batching tests)
     refuse: bool = False                        # start_* raises BackendError
+    start_delay_s: float = 0.0                  # start_* takes this long to return
 
 
 RequestT = CallbackRequest | NotificationRequest | VerificationRequest
@@ -66,6 +67,9 @@ class FakeBackend:
         task.add_done_callback(self._tasks.discard)
 
     async def start_callback(self, req: CallbackRequest) -> None:
+        delay = self.script_for(req).start_delay_s
+        if delay:
+            await asyncio.sleep(delay)
         self._launch(req, self._callback)  # type: ignore[arg-type]
 
     async def start_notification(self, req: NotificationRequest) -> None:

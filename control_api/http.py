@@ -81,14 +81,31 @@ class BodyLimitMiddleware:
     """413 for bodies above ``max_bytes`` (declared or streamed), before any routing or
     authentication work. The body is buffered (bounded) and replayed to the app."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_inflight: int = 0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_inflight = max_inflight
+        self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not scope.get("path", "").startswith("/rest/") or not self.max_inflight:
+            await self._limited(scope, receive, send)
+            return
+        # Load shedding: beyond max_inflight concurrent API calls, answer at once with the
+        # vendor's flow-control code instead of queueing until clients time out.
+        if self.inflight >= self.max_inflight:
+            await error_response(ApiError(Code.FLOW_CONTROL))(scope, receive, send)
+            return
+        self.inflight += 1
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            self.inflight -= 1
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         too_big = ApiError(Code.PAYLOAD_TOO_LARGE,
                            f"Request body larger than {self.max_bytes} bytes.")
         for k, v in scope.get("headers", []):

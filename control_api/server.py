@@ -62,7 +62,8 @@ async def start_api(ctx: ApiContext, listen: str | None = None) -> ApiServer:
     """Bind ``[api] listen`` (or ``listen``; port 0 = any free port) and serve. Returns once the
     socket is listening; raises ``OSError`` if the address is taken."""
     app = create_app(ctx)
-    asgi = BodyLimitMiddleware(app, ctx.config.api.max_body_bytes)
+    asgi = BodyLimitMiddleware(app, ctx.config.api.max_body_bytes,
+                               ctx.config.api.max_inflight_requests)
     sock = _bind(listen or ctx.config.api.listen)
     config = uvicorn.Config(asgi, log_level="warning", access_log=False, lifespan="off",
                             proxy_headers=False, server_header=False, timeout_keep_alive=5,

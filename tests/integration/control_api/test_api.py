@@ -298,6 +298,18 @@ async def test_concurrency_limit_1020165(make_node: NodeFactory) -> None:
     expect(await post(node, CB, cb_body()), 200, "0")
 
 
+async def test_load_shedding_1010010(make_node: NodeFactory) -> None:
+    node = await make_node(script=lambda _r: FakeScript(start_delay_s=0.5),
+                           api_extra="max_inflight_requests = 2")
+    results = await asyncio.gather(*(post(node, CB, cb_body()) for _ in range(5)))
+    codes = sorted(r.json()["resultcode"] for r in results)
+    assert codes == ["0", "0", "1010010", "1010010", "1010010"]
+    assert all(r.status_code == 403 for r in results if r.json()["resultcode"] == "1010010")
+    r = await node.http.get("/admin/v1/apps", headers={"Authorization": "Bearer x"})
+    assert r.json()["resultcode"] == "1010003"      # admin API is not shed
+    expect(await post(node, CB, cb_body()), 200, "0")
+
+
 async def test_backend_refusal_releases_the_port(make_node: NodeFactory) -> None:
     node = await make_node(script=lambda _r: FakeScript(refuse=True), max_calls=1)
     expect(await post(node, CB, cb_body()), 500, "1010001")
