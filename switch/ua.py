@@ -92,6 +92,10 @@ class UserAgent:
         self.health = health
         self.legs: dict[tuple[str, str], Leg] = {}        # (Call-ID, local tag) → leg
         self.invite_txns: dict[object, Leg] = {}          # INVITE server transaction → leg
+        # What each leg put in ``legs``/``invite_txns``, so forgetting it is O(1) and also
+        # covers an outbound leg's earlier (failed-over) attempts.
+        self._leg_keys: dict[Leg, list[tuple[str, str]]] = {}
+        self._leg_txns: dict[Leg, object] = {}
         self.on_incoming_call: IncomingCallHandler | None = None
         self.timer_config = SessionTimerConfig(session_expires=sip.session_expires_s,
                                                min_se=sip.min_se_s)
@@ -122,18 +126,21 @@ class UserAgent:
         call_id = session.call_id
         if tag and call_id:
             self.legs[(call_id, tag)] = leg
+            self._leg_keys.setdefault(leg, []).append((call_id, tag))
 
     def _forget_later(self, leg: Leg, session: inv.InviteSession, adapter: SessionAdapter) -> None:
-        tag = session.local_tag
-        call_id = session.call_id
-
         def forget() -> None:
-            if tag and call_id and self.legs.get((call_id, tag)) is leg:
-                del self.legs[(call_id, tag)]
-            for txn, lg in list(self.invite_txns.items()):
-                if lg is leg:
-                    del self.invite_txns[txn]
+            for key in self._leg_keys.pop(leg, ()):
+                if self.legs.get(key) is leg:
+                    del self.legs[key]
+            txn = self._leg_txns.pop(leg, None)
+            if txn is not None and self.invite_txns.get(txn) is leg:
+                del self.invite_txns[txn]
             adapter.close()
+            # The leg is terminated (emit ignores everything now): dropping its listeners
+            # breaks the leg → listener → BridgedCall → other leg cycle, so the call is freed
+            # by reference counting instead of waiting for a full GC pass.
+            leg._listeners.clear()
 
         self.stack.loop.call_later(DIALOG_GRACE_S, forget)
 
@@ -305,6 +312,7 @@ class UserAgent:
         leg.adapter = adapter
         self._register_leg(leg, session)
         self.invite_txns[txn] = leg
+        self._leg_txns[leg] = txn
         leg.on_event(lambda lg, ev: self._on_leg_terminal(lg, ev))
         adapter.run(effects)
         if leg.terminated:
@@ -373,6 +381,8 @@ class UserAgent:
         if isinstance(targets, LegFailed):
             self.stack.loop.call_soon(leg.emit, targets)
             return leg
+        # Outbound legs are forgotten after the grace time too (they were kept forever).
+        leg.on_event(lambda lg, ev: self._on_leg_terminal(lg, ev))
         _Attempts(self, leg, targets, from_number, display_name, sdp, tuple(headers)).start()
         return leg
 
