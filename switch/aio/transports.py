@@ -7,7 +7,11 @@ requests to a stream peer reuse a connection to that address or open one.
 
 Limits: ``max_message_bytes`` per message (larger datagrams are dropped, a larger stream
 message closes the connection), at most ``max_connections`` stream connections, inbound
-stream connections idle for ``idle_timeout_s`` are closed.
+stream connections idle for ``idle_timeout_s`` are closed, and so is a connection whose
+current message (or, for an inbound one, whose first message) stays incomplete for
+``message_timeout_s`` — otherwise clients that connect and stall (slowloris) hold
+``max_connections`` for an hour and lock every new stream client out (Kamailio's
+``tcp_msg_read_timeout`` does the same, 20 s by default).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class _StreamConn(asyncio.Protocol):
     transport: asyncio.Transport | None = None
     framer: StreamFramer = field(init=False)
     last_activity: float = 0.0
+    partial_since: float | None = None  # an incomplete message waits since then
     pending: list[bytes] = field(default_factory=list)
     connected: asyncio.Future[None] | None = None
 
@@ -80,6 +85,8 @@ class _StreamConn(asyncio.Protocol):
             self.remote = (str(peer[0]), int(peer[1]))
         self.owner._register(self)
         self.last_activity = self.owner.loop.time()
+        if not self.outbound:
+            self.partial_since = self.last_activity  # the first message must come in time
         for data in self.pending:
             self.transport.write(data)
         self.pending.clear()
@@ -97,6 +104,11 @@ class _StreamConn(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
+        if self.framer.buffered:
+            if self.partial_since is None or messages:
+                self.partial_since = self.last_activity
+        else:
+            self.partial_since = None
         self._deliver(messages)
 
     def _deliver(self, messages: Sequence[bytes]) -> None:
@@ -136,6 +148,7 @@ class TransportManager:
         tls_context: ssl.SSLContext | None = None,
         max_connections: int = 10_000,
         idle_timeout_s: float = 3600.0,
+        message_timeout_s: float = 20.0,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.on_message = on_message
@@ -145,6 +158,7 @@ class TransportManager:
         self.tls_client_context = _client_tls_context()
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
+        self.message_timeout_s = message_timeout_s
         self.dropped_oversize = 0
         self._udp: dict[int, _UdpProtocol] = {}          # by address family
         self._servers: list[asyncio.AbstractServer] = []
@@ -262,12 +276,20 @@ class TransportManager:
                 del self._by_remote[key]
 
     def _schedule_reaper(self) -> None:
-        self._reaper = self.loop.call_later(30.0, self._reap)
+        interval = min(30.0, max(0.5, self.message_timeout_s / 4))
+        self._reaper = self.loop.call_later(interval, self._reap)
 
     def _reap(self) -> None:
         now = self.loop.time()
         for conn in list(self._conns.values()):
-            if now - conn.last_activity > self.idle_timeout_s and conn.transport is not None:
+            if conn.transport is None:
+                continue
+            if now - conn.last_activity > self.idle_timeout_s:
+                conn.transport.close()
+            elif (conn.partial_since is not None
+                  and now - conn.partial_since > self.message_timeout_s):
+                log.info("closing stream: incomplete message timed out", conn=conn.conn_id,
+                         buffered=conn.framer.buffered, remote=str(conn.peer))
                 conn.transport.close()
         self._schedule_reaper()
 
