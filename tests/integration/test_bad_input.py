@@ -303,3 +303,37 @@ def test_malformed_invite_gets_400_with_reason(node: tuple[GuardedDaemon, int], 
         assert reason_word.lower() in r.reason.lower(), r.reason
         assert call_id in r.get("call-id")[0]
         assert options_rtt(port, budget=2.0)[0] is not None
+
+
+def test_stalled_connections_are_closed_after_the_message_read_timeout(
+        node: tuple[GuardedDaemon, int]) -> None:
+    """Slowloris bound: a connection whose message stays incomplete (or that never sends a
+    first message) is closed after the 20 s message read timeout — before the fix they
+    were kept for the 3600 s idle timeout, and 10,000 of them (``max_connections``) locked
+    every new TCP client out. A connection that completed its message and then idles is
+    left alone."""
+    daemon, port = node
+    with daemon:
+        half, silent, regular = Tcp(port), Tcp(port), Tcp(port)
+        try:
+            msg, _ = options(half.port, "TCP")
+            half.send(msg[:80])
+            assert _tcp_options_ok(port, regular)
+            started = time.monotonic()
+            closed_after: dict[str, float] = {}
+            while len(closed_after) < 2 and time.monotonic() - started < 45:
+                for name, conn in (("half", half), ("silent", silent)):
+                    if name not in closed_after:
+                        conn.read(0.25)
+                        if conn.eof:
+                            closed_after[name] = time.monotonic() - started
+            print(f"\nstalled connections closed after: {closed_after}")
+            assert set(closed_after) == {"half", "silent"}, closed_after
+            assert min(closed_after.values()) > 15, closed_after   # not before the timeout
+            assert not regular.read(0.2) and not regular.eof
+            assert _tcp_options_ok(port, regular)
+        finally:
+            for c in (half, silent, regular):
+                c.close()
+        log = daemon.drain()
+    assert "incomplete message timed out" in log, log[-2000:]

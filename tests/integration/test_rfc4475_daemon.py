@@ -29,7 +29,8 @@ notes the stream case differs). Per file, where TCP differs from UDP:
 
 * ``clerr`` (Content-Length 9999, far beyond the data): over TCP the framer cannot know the
   message is short — it waits for the rest of the body. Correct behaviour: no response and
-  the connection stays open (other connections unaffected); the client's close ends it.
+  the connection stays open (other connections unaffected) until the client closes it or
+  the 20 s incomplete-message timeout of the transport does.
 * ``ncl`` (negative Content-Length), ``mcl01`` (two different Content-Length values),
   ``inv2543`` (no Content-Length, RFC 2543 style): the stream cannot be framed any more, so
   the daemon closes the connection without a response (a 400 cannot be tied to a message
