@@ -593,3 +593,54 @@ def test_network_guard_catches_a_response_to_a_foreign_address(tmp_path: Path) -
         assert f"NETGUARD blocked send to udp:192.0.2.99:{c.port}" in d.drain(), d.drain()
     finally:
         d.stop()
+
+
+# Valid INVITEs again, now from sockets configured as trusted gateways, so they pass the
+# 407 challenge and reach the B2BUA and the router: no [[routes]] match these numbers.
+TRUSTED_INVITES: dict[str, tuple[int, str]] = {
+    "esc01": (404, "No route"),      # called number "sips:user@example.com" (unescaped)
+    "longreq": (404, "No route"),
+    "lwsstart": (404, "No route"),
+    "baddate": (404, "No route"),
+    # §3.4.1 asks RFC 3261 elements "that want to maintain backwards compatibility" to
+    # accept RFC 2543 syntax; this node requires Contact in a dialog-creating INVITE
+    # (RFC 3261 §8.1.1.8), so a gateway sending 2543-style INVITEs gets a clear 400.
+    "inv2543": (400, "Missing Contact"),
+}
+
+
+@pytest.fixture(scope="module")
+def trusted(tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[GuardedDaemon, dict[str, Udp]]]:
+    socks = {name: Udp(0) for name in TRUSTED_INVITES}
+    gateways = "".join(
+        f'[[gateways]]\nname = "{name}"\naddress = "udp:127.0.0.1:{s.port}"\n'
+        f"ping_interval_s = 0\n\n" for name, s in socks.items())
+    d, port = start_node(tmp_path_factory.mktemp("trusted"),
+                         lambda p: node_config(p, gateways=gateways))
+    for s in socks.values():
+        s.dest = ("127.0.0.1", port)
+    try:
+        yield d, socks
+    finally:
+        for s in socks.values():
+            s.close()
+        d.stop()
+    assert "NETGUARD" not in d.drain() and "Traceback" not in d.drain(), d.drain()[-3000:]
+
+
+@pytest.mark.parametrize("name", sorted(TRUSTED_INVITES))
+def test_valid_invite_from_trusted_gateway(
+        trusted: tuple[GuardedDaemon, dict[str, Udp]], name: str) -> None:
+    d, socks = trusted
+    c = socks[name]
+    data = rewrite_top_via(load(name), c.port)
+    call_id = re.search(rb"(?im)^(?:call-id|i)[ \t]*:[ \t]*(\S+)", data)
+    assert call_id is not None
+    c.send(data)
+    r = c.final(ANSWER_WAIT_S, call_id.group(1).decode())
+    status, reason = TRUSTED_INVITES[name]
+    assert r is not None, f"{name}: no response\n{d.drain()[-3000:]}"
+    assert (r.status, reason in r.reason) == (status, True), (r.status, r.reason)
+    assert r.get("to") and ";tag=" in r.get("to")[0]
+    assert d.alive()
