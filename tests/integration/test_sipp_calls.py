@@ -209,3 +209,31 @@ def test_dead_gateway_is_skipped_after_failed_options_probe(workdir: Path) -> No
     assert r_uas.ok, r_uas.explain()
     assert "failover" not in daemon.drain()  # never tried the dead one
     assert elapsed < 3.2  # T1=50 ms: Timer B would be 3.2 s
+
+
+def test_cancel_from_caller_is_propagated_to_callee(workdir: Path) -> None:
+    daemon, caller, callee = start_pair(workdir, uas_ring_until_cancel(workdir),
+                                        uac_scenario="uac_cancel.xml", uac_extra=())
+    r_uac, r_uas, log = run_call(daemon, caller, callee)
+    assert r_uas.ok, r_uas.explain() + log[-3000:]
+    assert r_uac.ok, r_uac.explain() + log[-3000:]
+
+
+def test_outbound_registration_to_gateway_answers_the_challenge(workdir: Path) -> None:
+    """``register = true``: the node REGISTERs to the gateway, answers its 401 with the
+    gateway credentials, and the registrar (SIPp, ``verifyauth``) accepts the digest."""
+    sip_port, reg_port = free_port(), free_port()
+    cfg = node_config(sip_port, gateways=[("carrier", "udp", reg_port, "out")],
+                      routes=[("+86", ["carrier"])],
+                      gateway_extra={"carrier": 'username = "gwuser"\npassword = "gwpass"\n'
+                                                'register = true\nregister_expires_s = 120'})
+    registrar = uas(workdir, "uas_registrar.xml", port=reg_port, timeout_s=20)
+    with running(registrar):
+        registrar.start()
+        time.sleep(0.3)
+        with Daemon(cfg, workdir) as daemon:
+            result = registrar.wait(20)
+            time.sleep(0.3)
+            log = daemon.drain()
+    assert result.ok, result.explain() + log[-3000:]
+    assert "gateway registration" in log and "status=200" in log, log[-3000:]
