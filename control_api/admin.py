@@ -253,8 +253,8 @@ def build_admin_router(ctx: ApiContext) -> APIRouter:
     async def upload_play_file(account: str, name: str, request: Request) -> dict[str, Any]:
         await _account(account)
         reason = check_name(name)
-        if reason:
-            raise invalid(reason)
+        if reason or check_name(account):   # both become path components under data_dir
+            raise invalid(reason or "account id is not usable as a directory name")
         data = await request.body()
         problem = validate_play_file(data)
         if problem:
