@@ -339,9 +339,12 @@ def run_step(series: str, rate: int, *, duration: float, hold_ms: int, workdir: 
     common = ["-i", "127.0.0.1", "-nostdin", "-trace_counts", "-trace_stat", "-fd", "1",
               "-trace_err",
               "-max_recv_loops", loops, "-max_sched_loops", loops, "-timer_resol", "1"]
+    # No -m on the UAS: a late retransmission of the previous step (a BYE the switch resent
+    # during a stall) reaches this UAS as a new, aborted call and would count against -m,
+    # leaving real calls of this step unanswered. The UAS is stopped after the UAC is done.
     for _ in range(3):  # a media port taken meanwhile by someone else: SIPp exits at once
         uas = start_sipp(["-sf", str(SCENARIOS / "uas_basic.xml"), "-p", str(uas_port),
-                          "-mp", str(free_port()), "-m", str(calls),
+                          "-mp", str(free_port()),
                           "-timeout", f"{budget + 5:.0f}s", "-stf", str(d / "uas_stat.csv"),
                           *common], d, "uas")
         time.sleep(0.3)
@@ -370,8 +373,8 @@ def run_step(series: str, rate: int, *, duration: float, hold_ms: int, workdir: 
         if pid:
             sw_cpu = proc_cpu_s(pid) - cpu0
             step.sw_cpu_pct = 100 * sw_cpu / step.wall_s
-        if not uas.wait(2.0):
-            uas.stop()
+        uas.wait(1.0)  # its timewait (500 ms) for the last calls
+        uas.stop()
     finally:
         uac.stop()
         uas.stop()
@@ -477,7 +480,7 @@ def short_frame(frame: str) -> str:
 def print_profile(raw: Path, top: int, wall_s: float, rate_hz: int) -> None:
     selfc: Counter[str] = Counter()
     cumc: Counter[str] = Counter()
-    total = 0
+    total = gc_samples = 0
     for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, n = line.rpartition(" ")
         if not n.isdigit() or not stack:
@@ -485,6 +488,8 @@ def print_profile(raw: Path, top: int, wall_s: float, rate_hz: int) -> None:
         count = int(n)
         frames = [short_frame(f) for f in stack.split(";")]
         total += count
+        if any(f.startswith(("gc_collect", "collect_with_callback")) for f in frames):
+            gc_samples += count
         selfc[frames[-1]] += count
         for f in set(frames):
             cumc[f] += count
@@ -492,9 +497,10 @@ def print_profile(raw: Path, top: int, wall_s: float, rate_hz: int) -> None:
         print("profile: no samples")
         return
     busy = 100 * total / (wall_s * rate_hz) if wall_s else 0.0
-    print(f"\nprofile: {total} non-idle samples at {rate_hz} Hz over {wall_s:.1f} s "
+    print(f"\nprofile: {total} samples holding the GIL at {rate_hz} Hz over {wall_s:.1f} s "
           f"(switch busy ≈ {busy:.0f} % of one core); raw stacks: {raw}")
-    print(f"\ntop {top} by self time (% of non-idle samples)")
+    print(f"cyclic garbage collector (gc_collect_main and below): {100 * gc_samples / total:.1f} %")
+    print(f"\ntop {top} by self time (% of samples)")
     for f, c in selfc.most_common(top):
         print(f"  {100 * c / total:5.1f}%  {f}")
     print(f"\ntop {top} by cumulative time")
@@ -507,12 +513,14 @@ def profile_step(rate: int, args: argparse.Namespace, workdir: Path) -> None:
     if spy is None:
         print("\nprofile skipped: py-spy not installed (.venv/bin/pip install py-spy)")
         return
-    hz = 250
+    # --native (which needs the blocking sampler) shows time spent in C, above all the cyclic
+    # GC (gc_collect_main); without it GC time lands on whichever Python line allocated.
+    hz = 100
     with switch(workdir, 0, args.prelude) as (daemon, sip_port, uac_port, uas_port):
         assert daemon.proc is not None
         raw = workdir / f"pyspy_{rate}.txt"
         rec = subprocess.Popen(
-            [spy, "record", "--pid", str(daemon.proc.pid), "--nonblocking", "-F", "-r", str(hz),
+            [spy, "record", "--pid", str(daemon.proc.pid), "--native", "--gil", "-F", "-r", str(hz),
              "-f", "raw", "-o", str(raw), "-d", str(int(args.duration + args.hold / 1000 + 3))],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
