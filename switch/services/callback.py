@@ -104,7 +104,7 @@ class CallbackCall:
         self.a = await rt.originate(session_id=self.sid, label=LegName.A, number=req.caller_nbr,
                                     from_number=req.display_nbr)
         self._event(LegName.A, LegEventKind.CALLOUT)
-        fail = await self._until_answer(self.a, LegName.A, caller_side=True)
+        fail = await self._until_answer(self.a, LegName.A, caller_side=True, abort=self._stop)
         if fail is not None:
             self.a_failure = fail
             self.state = (fail.state_code, fail.state_desc)
@@ -142,15 +142,19 @@ class CallbackCall:
         await self._connected()
 
     def _a_left_early(self) -> None:
+        if self.stop_requested:
+            self.state = causes.USER_REQUESTED   # callStop during preVoice
+            return
         self.state = causes.CALLER_HUNG_UP_EARLY
         self.party = PartyType.CALLER
 
-    async def _until_answer(self, ml: MediaLeg, label: LegName, *,
-                            caller_side: bool) -> causes.LegFailure | None:
+    async def _until_answer(self, ml: MediaLeg, label: LegName, *, caller_side: bool,
+                            abort: asyncio.Event | None = None) -> causes.LegFailure | None:
         caller, called = ((self.req.display_nbr, self.req.caller_nbr) if label is LegName.A
                           else (self.req.display_callee_nbr, self.req.callee_nbr))
         return await self.rt.ring_or_fail(ml, session_id=self.sid, label=label, caller=caller,
-                                          called=called, caller_side=caller_side)
+                                          called=called, caller_side=caller_side,
+                                          abort=abort)
 
     def _start_wait_voice(self) -> None:
         """PR-WAIT: loop waitVoice to A until B's early media really flows (``all``), or
@@ -226,8 +230,9 @@ class CallbackCall:
         limit = req.max_duration_min * 60.0
         warn_at = limit - self.rt.timers.last_minute_s
         now = time.time() - talk_start
-        if warn_at > now:
-            await asyncio.sleep(warn_at - now)
+        if warn_at >= 0:
+            # maxDuration = 1: the last minute starts at the answer itself.
+            await asyncio.sleep(max(0.0, warn_at - now))
             files = [self._prompt(req.last_min_voice, "lastMinVoice")]
             targets = {LastMinTarget.TOA: [self.a], LastMinTarget.TOB: [self.b],
                        LastMinTarget.BOTH: [self.a, self.b]}[req.last_min_to]

@@ -87,7 +87,7 @@ class PlaybackCall:
         self._event(LegEventKind.CALLOUT)
         fail = await self.rt.ring_or_fail(self.leg, session_id=self.sid, label=LegName.A,
                                           caller=self.display_nbr, called=self.callee_nbr,
-                                          caller_side=False)
+                                          caller_side=False, abort=self._stop)
         if fail is not None:
             self.failure = fail
             self.state = (fail.state_code, fail.state_desc)

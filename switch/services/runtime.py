@@ -64,9 +64,11 @@ class Runtime:
 
     async def ring_or_fail(self, ml: MediaLeg, *, session_id: str, label: LegName,
                            caller: str, called: str, caller_side: bool,
+                           abort: asyncio.Event | None = None,
                            ) -> causes.LegFailure | None:
         """Wait until ``ml`` answers (None) or fails (its LegFailure), emitting alerting and
-        answer events, cancelling after the no-answer timeout."""
+        answer events, cancelling after the no-answer timeout. ``abort`` (callStop) cancels
+        the attempt too; the failure then carries stateCode 8017."""
         alerted = False
         loop = asyncio.get_running_loop()
         gave_up: asyncio.Future[None] = loop.create_future()
@@ -79,6 +81,10 @@ class Runtime:
                                caller=caller, called=called)
 
         ml.leg.on_event(on_event)
+        if ml.rang:
+            # The 18x came in before this coroutine first ran (B is dialled and then this
+            # waiter is scheduled as a task): report it now, or it would be lost.
+            on_event(ml.leg, LegRinging(180, None))
 
         def give_up() -> None:
             if not ml.is_answered and not ml.terminated:
@@ -88,7 +94,18 @@ class Runtime:
         timer = loop.call_later(self.timers.no_answer_timeout_s, give_up)
         try:
             waiters: list[asyncio.Future[Any]] = [ml.answered, ml.finished, gave_up]
+            stop = asyncio.ensure_future(abort.wait()) if abort is not None else None
+            if stop is not None:
+                waiters.append(stop)
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if stop is not None and not stop.done():
+                stop.cancel()
+            elif stop is not None and not ml.is_answered and not ml.terminated:
+                ml.hangup()
+                await asyncio.wait([ml.finished], timeout=self.timers.cancel_grace_s)
+                if not ml.terminated:
+                    ml.end = time.time()
+                return causes.LegFailure(*causes.USER_REQUESTED, q850=16, sip_code=487)
             if gave_up.done() and not ml.terminated and ml.rang:
                 # Our CANCEL is out; a live peer answers it with 487 at once.
                 await asyncio.wait([ml.finished], timeout=self.timers.cancel_grace_s)

@@ -31,3 +31,4 @@ def node_factory(tmp_path: Path, receiver: Receiver) -> Iterator[type[ServiceNod
     yield make  # type: ignore[misc]
     for n in started:
         n.stop()
+        (tmp_path / "daemon.log").write_text(n.log())   # kept for post-mortems

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import soundfile
 
 from tests.integration.control_api.helpers import Receiver, aksk_headers
 from tests.integration.harness import Daemon, Sipp, free_port, uas
@@ -20,6 +22,18 @@ DISPLAY = "+8675500000001"
 DISPLAY_B = "+8675500000002"
 CALLER = "+8613800000011"   # routed to the gateway "gwa" (party A)
 CALLEE = "+8613900000022"   # routed to the gateway "gwb" (party B)
+
+
+# name, frequency (Hz), seconds
+PLAY_FILES = [("tone600_1s.wav", 600.0, 1.0), ("tone800_2s.wav", 800.0, 2.0),
+              ("pre_05s.wav", 500.0, 0.5), ("pos_05s.wav", 700.0, 0.5),
+              ("long_8s.wav", 400.0, 8.0)]
+
+
+def alaw_wav(path: Path, freq: float, seconds: float) -> Path:
+    t = np.arange(int(seconds * 8000)) / 8000.0
+    soundfile.write(str(path), 0.3 * np.sin(2 * np.pi * freq * t), 8000, subtype="ALAW")
+    return path
 
 
 @dataclass
@@ -101,6 +115,15 @@ kind = "display"
 """
 
     def start(self) -> ServiceNode:
+        # Approved play files (PR-APPROVE) and a TTS template for the notification and
+        # verification tests: short A-law tones of known length and pitch.
+        for name, freq, secs in PLAY_FILES:
+            alaw_wav(self.workdir / name, freq, secs)
+        self.extra_toml += "".join(
+            f'\n[[play_files]]\naccount = "sp1"\nname = "{name}"\n'
+            f'path = "{self.workdir / name}"\n' for name, _, _ in PLAY_FILES)
+        self.extra_toml += ('\n[[templates]]\naccount = "sp1"\nid = "tpl_code"\n'
+                            'text = "Your code is ${NUM_6}"\n')
         self.daemon = Daemon(self.config(), self.workdir).start()
         return self
 
