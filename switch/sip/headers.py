@@ -181,7 +181,16 @@ def canonical_name(name: str) -> str:
     return name
 
 
+# Lookup key of every known name as code spells it (canonical or compact), so the
+# common case needs no str.lower(): _key runs for every header read.
+_FAST_KEYS: dict[str, str] = {**{v: v.lower() for v in _CANONICAL.values()},
+                              **{k: v[1] for k, v in _CANON_KEYS.items()}}
+
+
 def _key(name: str) -> str:
+    k = _FAST_KEYS.get(name)
+    if k is not None:
+        return k
     low = name.lower()
     ck = _CANON_KEYS.get(low)
     return low if ck is None else ck[1]

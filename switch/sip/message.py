@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_MISSING: Any = object()  # "not cached yet" (None is a valid cached value)
 
 REASONS: Mapping[int, str] = {
     100: "Trying",
@@ -144,13 +145,13 @@ class _MessageBase:
     _cache: dict[str, Any]
 
     def _cached(self, key: str, fn: Callable[[], _T]) -> _T:
+        # dict.get, not try/except KeyError: every field's first access is a miss, and
+        # raising the KeyError cost more than the lookup (about 1 µs per field per message).
         cache = self._cache
-        try:
-            return cache[key]
-        except KeyError:
-            value = fn()
-            cache[key] = value
-            return value
+        value = cache.get(key, _MISSING)
+        if value is _MISSING:
+            value = cache[key] = fn()
+        return value
 
     def _required(self, name: str) -> str:
         v = self.headers.get(name)
@@ -348,7 +349,7 @@ class _MessageBase:
 
 def _parse_call_id(value: str) -> str:
     v = value.strip()
-    if not v or any(c in v for c in " \t,"):
+    if not v or " " in v or "\t" in v or "," in v:
         raise SipParseError("Bad Call-ID")
     return v
 
