@@ -183,8 +183,10 @@ def canonical_name(name: str) -> str:
 
 # Lookup key of every known name as code spells it (canonical or compact), so the
 # common case needs no str.lower(): _key runs for every header read.
-_FAST_KEYS: dict[str, str] = {**{v: v.lower() for v in _CANONICAL.values()},
-                              **{k: v[1] for k, v in _CANON_KEYS.items()}}
+_FAST_KEYS: dict[str, str] = {
+    **{v: v.lower() for v in _CANONICAL.values()},
+    **{k: v[1] for k, v in _CANON_KEYS.items()},
+}
 
 
 def _key(name: str) -> str:
