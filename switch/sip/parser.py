@@ -96,6 +96,8 @@ def parse_message(data: bytes, *, max_size: int = MAX_SIZE) -> Request | Respons
     lf_end = data.find(b"\n\n", start, n if end < 0 else end)
     if lf_end >= 0:
         head = data[start:lf_end]
+        if head.endswith(b"\r"):  # CRLF then a bare LF as the empty line
+            head = head[:-1]
         body_start = lf_end + 2
     elif end >= 0:
         head = data[start:end]

@@ -249,6 +249,11 @@ def test_leading_crlf_and_bare_lf_line_ends_are_tolerated() -> None:
     assert req.body == body
 
 
+def test_crlf_headers_ended_by_a_bare_lf_empty_line() -> None:
+    head, body = invite().split(b"\r\n\r\n", 1)
+    assert parse_request(head + b"\r\n\n" + body).body == SDP
+
+
 def test_folding_joins_continuation_lines_with_one_space() -> None:
     """RFC 3261 §7.3.1: a line starting with SP/HTAB continues the previous field; a
     whitespace-only continuation adds nothing."""
