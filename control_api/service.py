@@ -238,6 +238,8 @@ class CallService:
         if mode == "off":
             return
         if mode == "warn":
+            if len(self._background) >= 8:
+                return  # advice only: under load skip it rather than queue database work
             task = asyncio.get_running_loop().create_task(self._frequency(callee, warn=True))
             self._background.add(task)
             task.add_done_callback(self._background.discard)

@@ -86,6 +86,15 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, self._sync_write, fn)
 
+    async def run_autocommit(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(conn)`` whose single statement commits by itself (PostgreSQL: no transaction
+        round trips, row locks released as the statement ends). SQLite: :meth:`run_write`."""
+        if self._sync_engine is not None:
+            return await self.run_write(fn)
+        async with self.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await auto.run_sync(fn)
+
     async def run_read(self, fn: Callable[[Connection], T]) -> T:
         if self._sync_engine is None:
             async with self.engine.connect() as conn:

@@ -9,7 +9,18 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from control_api.storage import schema as t
@@ -27,6 +38,10 @@ def now_ms() -> int:
 class OutboxClaim:
     token: str
     rows: tuple[Row, ...]
+
+
+class _Refused(Exception):
+    """Rolls back an admission that found the app at its limit."""
 
 
 def _escape_like(s: str) -> str:
@@ -287,16 +302,38 @@ class Store:
     async def admit_call(self, call: dict[str, Any], limit: int) -> bool:
         """APP-2: reserve one port of the app and store the call row, atomically. False if the
         app already has ``limit`` calls in progress (on any node sharing this database)."""
-        def _op(conn: Connection) -> Any:
+        # The app's counter row is the one hot row every call of the app touches. PostgreSQL:
+        # one self-committing statement (UPDATE ... RETURNING as a CTE feeding the INSERT), so
+        # the row lock lasts one statement, not several client round trips.
+        if self.db.dialect == "postgresql":
+            slot = (update(t.concurrency)
+                    .where(t.concurrency.c.app_key == call["app_key"],
+                           t.concurrency.c.in_use < limit)
+                    .values(in_use=t.concurrency.c.in_use + 1)
+                    .returning(t.concurrency.c.app_key).cte("slot"))
+            cols = list(call)
+            stmt = insert(t.calls).from_select(cols, select(
+                *(literal(call[c], type_=t.calls.c[c].type).label(c) for c in cols)
+            ).select_from(slot))
+
+            def _one_statement(conn: Connection) -> bool:
+                return bool(conn.execute(stmt).rowcount == 1)
+            return await self.db.run_autocommit(_one_statement)
+
+        # SQLite: a single writer thread, no lock waits; update the hot row last anyway.
+        def _op(conn: Connection) -> bool:
+            conn.execute(insert(t.calls).values(**call))
             r = conn.execute(
                 update(t.concurrency)
                 .where(t.concurrency.c.app_key == call["app_key"], t.concurrency.c.in_use < limit)
                 .values(in_use=t.concurrency.c.in_use + 1))
             if not r.rowcount:
-                return False
-            conn.execute(insert(t.calls).values(**call))
+                raise _Refused
             return True
-        return await self._write(_op)
+        try:
+            return await self._write(_op)
+        except _Refused:
+            return False
 
     async def abort_call(self, session_id: str, app_key: str) -> None:
         """The switch refused the call: forget it and give the port back."""
@@ -321,18 +358,16 @@ class Store:
         """Close the call, release its port and enqueue its CDR in ONE transaction (EV-4: the
         CDR cannot be lost once the call is recorded as ended). Idempotent: False if the call
         was already closed or is unknown."""
-        def _op(conn: Connection) -> Any:
-            row = (conn.execute(select(t.calls.c.app_key).where(
-                t.calls.c.session_id == session_id, t.calls.c.ended_at.is_(None)))).first()
+        def _op(conn: Connection) -> bool:
+            row = conn.execute(
+                update(t.calls)
+                .where(t.calls.c.session_id == session_id, t.calls.c.ended_at.is_(None))
+                .values(**values).returning(t.calls.c.app_key)).first()
             if row is None:
                 return False
-            r = conn.execute(update(t.calls).where(
-                t.calls.c.session_id == session_id, t.calls.c.ended_at.is_(None)).values(**values))
-            if not r.rowcount:
-                return False
-            self._release(conn, row[0])
             if cdr is not None:
                 conn.execute(insert(t.cdr_outbox).values(**cdr))
+            self._release(conn, row[0])      # the hot row last (see admit_call)
             return True
         return await self._write(_op)
 
