@@ -128,10 +128,12 @@ kind = "display"
         return self
 
     def party(self, which: str, scenario: str | Path, *, calls: int = 1,
-              extra: Sequence[str] = ()) -> Sipp:
+              extra: Sequence[str] = (), timeout_s: int = 30) -> Sipp:
         port = self.gwa_port if which == "A" else self.gwb_port
-        p = uas(self.workdir, scenario, port=port, calls=calls,
-                extra=("-mp", str(free_port()), *extra))
+        mp = free_port()
+        p = uas(self.workdir, scenario, port=port, calls=calls, extra=("-mp", str(mp), *extra),
+                timeout_s=timeout_s)
+        p.media_port = mp      # type: ignore[attr-defined]  # where its RTP arrives
         self.peers.append(p)
         return p.start()
 

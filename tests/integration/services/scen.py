@@ -78,10 +78,13 @@ class Uas:
         self.name = name
         self.steps: list[str] = [_RECV_INVITE]
 
-    def ring(self, *, pcap: Path | None = None, sdp: bool = False, code: int = 180) -> Uas:
-        """180 (or 183 with ``sdp``); with ``pcap`` RTP follows as early media."""
+    def ring(self, *, pcap: Path | None = None, sdp: bool = False, code: int = 180,
+             extra: str = "") -> Uas:
+        """180 (or 183 with ``sdp``); with ``pcap`` RTP follows as early media; ``extra``
+        header lines (e.g. a ``Reason`` with a Q.850 cause)."""
         reason = "Ringing" if code == 180 else "Session Progress"
-        self.steps.append(_provisional(f"{code} {reason}", sdp=sdp or pcap is not None))
+        self.steps.append(_provisional(f"{code} {reason}", sdp=sdp or pcap is not None,
+                                       extra=extra))
         if pcap is not None:
             self.steps.append(_pcap(pcap))
         return self
@@ -105,6 +108,11 @@ class Uas:
 """)
         if pcap is not None:
             self.steps.append(_pcap(pcap))
+        return self
+
+    def rtp(self, pcap: Path) -> Uas:
+        """Start sending ``pcap``'s RTP now (to the media address of the INVITE's SDP)."""
+        self.steps.append(_pcap(pcap))
         return self
 
     def pause(self, ms: int) -> Uas:
