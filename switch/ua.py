@@ -5,6 +5,7 @@ originates outbound legs with routing, digest answers and gateway failover."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import secrets
 from collections.abc import Callable, Sequence
@@ -256,17 +257,27 @@ class UserAgent:
                      result=type(result).__name__)
 
     # ------------------------------------------------------------------- INVITE
-    def _gateway_for_source(self, source: Peer) -> GatewayConfig | None:
+    def _gateway_for_source(self, req: Request, source: Peer) -> GatewayConfig | None:
+        """The gateway an INVITE comes from: same host and port as its configured address.
+        Over TCP/TLS the source port of a connection is ephemeral, so there the port the
+        gateway writes in its top Via (its listening port) counts too — the host must
+        still be the packet's source address."""
         for g in self.gateways.values():
             a = g.parsed_address
-            if a.host == source.host and a.port == source.port:
+            if a.host != source.host:
+                continue
+            if a.port == source.port:
                 return g
+            if source.reliable and a.transport.value == source.transport:
+                with contextlib.suppress(SipParseError, IndexError):
+                    if req.top_via.port == a.port:
+                        return g
         return None
 
     def _authenticate_invite(
         self, req: Request, txn: tl.ServerTransactionRef | None, source: Peer
     ) -> CallerIdentity | None:
-        gw = self._gateway_for_source(source)
+        gw = self._gateway_for_source(req, source)
         from_uri = req.from_.uri
         if gw is not None:
             return CallerIdentity(_number_of(from_uri), req.from_.display_name, gateway=gw.name)

@@ -17,7 +17,7 @@ from switch.aio.transports import TransportManager
 from switch.sip import transaction_layer as tl
 from switch.sip.addressing import Peer, response_destination, stamp_via_received
 from switch.sip.message import Request, Response, make_response
-from switch.sip.parser import SipParseError, parse_message
+from switch.sip.parser import SipParseError, error_response, parse_message
 from switch.sip.timers import TimerSettings
 from switch.sip.uri import Via
 from switch.trace import CallTraces, TraceEntry
@@ -155,12 +155,19 @@ class SipStack:
     def _answer_bad_request(self, e: SipParseError, source: Peer) -> None:
         # RFC 3261 §16.3/§8.2: answer 400 when enough of the request parsed to route a
         # response; drop anything else (responses, garbage) silently.
-        if e.partial is None or e.is_response or e.partial.method == "ACK":
-            return  # never answer an ACK (RFC 3261 §17.2.1)
+        if e.partial is None:
+            return
         try:
-            resp = _with_to_tag(make_response(e.partial, 400, f"Bad Request ({e.reason})"[:120]))
+            # None for responses and ACK (never answered, §17.2.1); 400 with the reason,
+            # or the status the parser chose (513 for an oversized message).
+            answer = error_response(e)
         except Exception:  # the partial request lacks what a response needs
             return
+        if answer is None:
+            return
+        if answer.status == 400:
+            answer = make_response(e.partial, 400, f"Bad Request ({e.reason})"[:120])
+        resp = _with_to_tag(answer)
         try:
             req = stamp_via_received(e.partial, source)
             dest = response_destination(req.top_via, source)
