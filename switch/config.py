@@ -74,6 +74,7 @@ class SipConfig(_Section):
     t2_ms: int = Field(4000, ge=500, le=60_000)   # RFC 3261 T2, max non-INVITE retransmit interval
     t4_ms: int = Field(5000, ge=500, le=60_000)   # RFC 3261 T4, max time a message stays in the network
     max_message_bytes: int = Field(65_535, ge=1500, le=1_048_576)
+    stream_message_timeout_s: float = Field(20.0, gt=0, le=3600)  # TCP/TLS: a message must complete
     realm: str = ""                    # digest realm; empty = advertise address
     session_expires_s: int = Field(1800, ge=90, le=86_400)  # RFC 4028 interval we ask for
     min_se_s: int = Field(90, ge=90, le=86_400)

@@ -65,7 +65,8 @@ class SwitchNode:
         tls = server_tls_context(sip.tls_cert, sip.tls_key) if sip.tls_cert else None
         self.transports = TransportManager(self.stack.on_bytes, self.stack.on_transport_error,
                                            max_message_bytes=sip.max_message_bytes,
-                                           tls_context=tls)
+                                           tls_context=tls,
+                                           message_timeout_s=sip.stream_message_timeout_s)
         # The digest key is derived from the node name + a per-start secret: nonces from a
         # previous run are "stale" (a fresh challenge), never accepted.
         key = hashlib.sha256(s.node.name.encode() + secrets.token_bytes(32)).digest()
