@@ -67,6 +67,8 @@ class CallContext:
     callee: str
     record_object_name: str | None = None
     record_path: str | None = None
+    # the stored call row (what the CDR is built from), so closing needs no read
+    row: Row | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def context_from_row(call: Row, app: Row) -> CallContext:
@@ -79,7 +81,7 @@ def context_from_row(call: Row, app: Row) -> CallContext:
         party_type_required=bool(call["party_type_required"]), display_nbr=call["display_nbr"],
         a_party=call["caller"] if service is ServiceType.CALLBACK else call["callee"],
         display_callee_nbr=call["display_callee_nbr"], callee=call["callee"],
-        record_object_name=obj)
+        record_object_name=obj, row=dict(call))
 
 
 class SessionRegistry:

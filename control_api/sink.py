@@ -152,7 +152,7 @@ class EventSink:
             log.exception("call_close_failed", session_id=ctx.session_id)
 
     async def close_call(self, ctx: CallContext, ended: CallEnded) -> bool:
-        call = await self.store.get_call(ctx.session_id)
+        call = ctx.row if ctx.row is not None else await self.store.get_call(ctx.session_id)
         if call is None:
             log.warning("call_end_for_unknown_session", session_id=ctx.session_id)
             return False
