@@ -42,6 +42,7 @@ class ServiceNode:
     receiver: Receiver
     extra_toml: str = ""
     app_extra: str = ""            # more keys of the [[apps]] table (max_concurrent_calls …)
+    sip_extra: str = ""            # more keys of the [sip] table
     no_answer_timeout_s: int = 4
     sip_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
@@ -61,6 +62,7 @@ data_dir = "./data"
 [sip]
 listen = ["udp:127.0.0.1:{self.sip_port}"]
 no_answer_timeout_s = {self.no_answer_timeout_s}
+{self.sip_extra}
 
 [api]
 listen = "127.0.0.1:{self.api_port}"

@@ -125,7 +125,7 @@ async def test_callee_early_media(node_factory: Any, receiver: Receiver, tmp_pat
     svc = node_factory()
     # B rings 3 s (early media as the case says), answers, talks 1 s more, hangs up.
     b = make_b(tones["b"]).answer().pause(1000).bye()
-    sid, cdr, sa, _ = await _run_call(svc, receiver, tmp_path, answer_wait(), b,
+    sid, _cdr, sa, _ = await _run_call(svc, receiver, tmp_path, answer_wait(), b,
                                       callback_body(waitVoice="tone600_1s.wav",
                                                     calleeMedia=mode))
     assert_leg_lifecycle(statuses(receiver, sid), {CALLER: 0, CALLEE: 0})
@@ -173,7 +173,7 @@ async def test_prevoice_then_waitvoice(node_factory: Any, receiver: Receiver,
     then waitVoice (600 Hz) loops until B answers (after 2.5 s of ringing)."""
     svc = node_factory()
     b = Uas("ring").ring().pause(2500).answer().pause(500).bye()
-    sid, cdr, sa, sb = await _run_call(
+    sid, cdr, sa, _sb = await _run_call(
         svc, receiver, tmp_path, answer_wait(), b,
         callback_body(playPreVoice="true", preVoice="tone800_2s.wav",
                       waitVoice="tone600_1s.wav"))
@@ -197,7 +197,7 @@ async def test_recording_has_both_parties_for_the_talk_time(
     svc = node_factory()
     a = Uas("a_talk").ring().answer(pcap=tones["a"]).wait_bye()
     b = Uas("b_talk").ring().answer(pcap=tones["b"]).pause(10000).bye()
-    sid, cdr, sa, sb = await _run_call(svc, receiver, tmp_path, a, b,
+    sid, cdr, sa, _sb = await _run_call(svc, receiver, tmp_path, a, b,
                                        callback_body(recordFlag="true"))
     assert_leg_lifecycle(statuses(receiver, sid), {CALLER: 0, CALLEE: 0})
     relayed = [t for t, pt, p in sa.packets if pt == 8 and len(p) >= 160
