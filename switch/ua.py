@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import random
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,10 @@ class UserAgent:
         self.on_incoming_call: IncomingCallHandler | None = None
         self.timer_config = SessionTimerConfig(session_expires=sip.session_expires_s,
                                                min_se=sip.min_se_s)
+        # One generator for every session (CSeq/RSeq starts, Retry-After, glare back-off: not
+        # secrets; tags come from secrets). A Random() per session cost ~9 us to seed from
+        # os.urandom, twice per bridged call.
+        self.rng = random.Random()
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -315,7 +320,8 @@ class UserAgent:
         # route in-dialog requests to a host-only Contact.
         contact_user = _number_of(req.uri) or "voicecall"
         session, effects = inv.InviteSession.uas(
-            req, txn, self.now, self.session_config(source.transport, user=contact_user))
+            req, txn, self.now, self.session_config(source.transport, user=contact_user),
+            rng=self.rng)
         leg = Leg(Direction.INBOUND, req.call_id, label="A", peer_number=identity.number,
                   local_number=_number_of(req.to.uri), invite=req)
         adapter = SessionAdapter(self.stack, session, leg.session_event, peer_override=source
@@ -427,7 +433,7 @@ class _Attempts:
         transport = t.peer.transport if t.peer is not None else "udp"
         config = ua.session_config(transport, user=self.from_number.lstrip("+") or None,
                                    auth_retry=bool(t.gateway is not None and t.gateway.username))
-        session = inv.InviteSession.uac(config)
+        session = inv.InviteSession.uac(config, rng=ua.rng)
         adapter = SessionAdapter(ua.stack, session, self._on_session_event, peer_override=t.peer)
         self.leg.adapter = adapter
         frm = NameAddr(self.display_name, SipUri("sip", user=self.from_number,
