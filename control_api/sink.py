@@ -66,6 +66,9 @@ class EventSink:
         self._tasks: set[asyncio.Task[None]] = set()
         # events of sessions not in memory (e.g. after a restart) wait for their context here
         self._pending: dict[str, list[CallEvent]] = {}
+        # Extension ``statusInfo.seq``: 1, 2, 3 … per call in the order the switch emitted
+        # the events, so a receiver can order pushes that overtake each other.
+        self._seq: dict[str, int] = {}
 
     # the bus handler: synchronous, never blocks
     def on_event(self, event: CallEvent) -> None:
@@ -112,12 +115,16 @@ class EventSink:
                 info["userData"] = ctx.user_data
             self._push(ctx, {"eventType": "collectInfo", "statusInfo": info})
         elif isinstance(event, CallEnded):
+            self._seq.pop(ctx.session_id, None)
             self.sessions.pop(ctx.session_id)
             self._spawn(self._close(ctx, event))
 
     def _push(self, ctx: CallContext, body: dict[str, Any]) -> None:
+        seq = self._seq.get(ctx.session_id, 0) + 1
+        self._seq[ctx.session_id] = seq
         if not ctx.status_url:
             return  # EV-1: no URL, nothing pushed
+        body["statusInfo"]["seq"] = seq
         self.pusher.push(ctx.session_id,
                          PushTarget(ctx.status_url, ctx.app_key, ctx.app_secret,
                                     ctx.sign_newlines), body)
