@@ -169,6 +169,9 @@ def statuses(receiver: Receiver, session_id: str) -> list[tuple[str, dict[str, A
         info = r.body.get("statusInfo", {}) if isinstance(r.body, dict) else {}
         if info.get("sessionId") == session_id:
             out.append((r.body["eventType"], info))
+    # Extension statusInfo.seq (1, 2, … per call, in emission order) orders pushes that
+    # overtook each other on the way.
+    out.sort(key=lambda e: e[1].get("seq", 0))
     return out
 
 
@@ -210,6 +213,8 @@ def assert_leg_lifecycle(events: list[tuple[str, dict[str, Any]]], legs: dict[st
                          ) -> None:
     """Each leg in ``legs`` (called number → expected stateCode, None = any) starts with
     callout and ends with exactly one disconnect, last; no other leg has events."""
+    seqs = [i.get("seq") for _, i in events]
+    assert seqs == list(range(1, len(events) + 1)), seqs     # per-call sequence, no gaps
     grouped = by_leg(events)
     assert set(grouped) == set(legs), (sorted(grouped), events)
     order = ["callout", "alerting", "answer", "collectInfo", "disconnect"]
