@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", help="TOML file")
     check.set_defaults(func=_cmd_check_config)
+    from control_api import admin_cli
+
+    admin_cli.register(sub)
     return parser
 
 
