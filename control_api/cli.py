@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", help="TOML file")
     check.set_defaults(func=_cmd_check_config)
-    from control_api import admin_cli
+    from control_api import admin_cli, call_cli
 
     admin_cli.register(sub)
+    call_cli.register(sub)
     return parser
 
 
