@@ -144,9 +144,11 @@ class UserAgent:
                 del self.invite_txns[txn]
             adapter.close()
             # The leg is terminated (emit ignores everything now): dropping its listeners
-            # breaks the leg → listener → BridgedCall → other leg cycle, so the call is freed
-            # by reference counting instead of waiting for a full GC pass.
+            # and the adapter's sink breaks the leg → listener → BridgedCall → other leg and
+            # leg → adapter → sink → leg cycles, so the call is freed by reference counting
+            # instead of surviving into the oldest GC generation (whose full passes walk it).
             leg._listeners.clear()
+            adapter.sink = _drop_session_event
 
         self.stack.loop.call_later(DIALOG_GRACE_S, forget)
 
@@ -402,6 +404,10 @@ class UserAgent:
         leg.on_event(lambda lg, ev: self._on_leg_terminal(lg, ev))
         _Attempts(self, leg, targets, from_number, display_name, sdp, tuple(headers)).start()
         return leg
+
+
+def _drop_session_event(ev: inv.SessionEvent) -> None:
+    """Sink of a forgotten leg's adapter: its leg is terminated and ignores events anyway."""
 
 
 def _parse_contacts(value: str) -> list[NameAddr]:
