@@ -231,7 +231,8 @@ async def test_max_duration_with_last_minute_prompt_to_b(
     """DUR-1 + PR-LAST: maxDuration=1 → the call ends 60 s after B's answer with 8010 on
     both legs; lastMinVoice (800 Hz, 2 s) is due at once (one minute before the end) and
     reaches B only (lastMinToUE=tob)."""
-    svc = node_factory()
+    # Both parties are silent SIPp UASs: no media timeout for this one.
+    svc = node_factory(extra_toml="\n[media]\nrtp_timeout_s = 0\n")
     sid, cdr, sa, sb = await _run_call(
         svc, receiver, tmp_path, answer_wait(), Uas("b").ring().answer().wait_bye(),
         callback_body(maxDuration=1, lastMinToUE="tob", lastMinVoice="tone800_2s.wav"),
@@ -245,3 +246,16 @@ async def test_max_duration_with_last_minute_prompt_to_b(
     talk = (datetime.strptime(cdr["callEndTime"], fmt)
             - datetime.strptime(cdr["fwdAnswerTime"], fmt)).total_seconds()
     assert 59 <= talk <= 62, cdr
+
+
+async def test_media_timeout_while_talking_releases_both(
+        node_factory: Any, receiver: Receiver, tmp_path: Path, tones: dict[str, Path]) -> None:
+    """A's RTP stops after 1.5 s of talk ([media] rtp_timeout_s = 2): the call ends with
+    8020 on both legs, both get our BYE, one CDR."""
+    svc = node_factory(extra_toml="\n[media]\nrtp_timeout_s = 2\n")
+    short = tone_pcap(tmp_path / "a_short.pcap", A_HZ, 1.5)
+    a = Uas("a_short").ring().answer(pcap=short).wait_bye()
+    b = Uas("b_long").ring().answer(pcap=tones["b"]).wait_bye()
+    sid, cdr, _sa, _sb = await _run_call(svc, receiver, tmp_path, a, b, callback_body())
+    assert_leg_lifecycle(statuses(receiver, sid), {CALLER: 8020, CALLEE: 8020})
+    assert cdr.get("fwdAnswerTime") and cdr.get("callEndTime"), cdr
