@@ -277,7 +277,7 @@ class CallbackCall:
             if not ml.terminated:
                 ml.hangup()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(ml.finished), 5)
+                    await asyncio.wait_for(asyncio.shield(ml.finished), ml.hangup_grace_s)
             failure = self.a_failure if label is LegName.A else self.b_failure
             if failure is not None:
                 self._event(label, LegEventKind.DISCONNECT,

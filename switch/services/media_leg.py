@@ -146,6 +146,13 @@ class MediaLeg:
     def hangup(self) -> None:
         self.leg.hangup()
 
+    @property
+    def hangup_grace_s(self) -> float:
+        """How long a teardown waits for the BYE/CANCEL to complete. A leg that never got
+        any 18x/2xx usually has a dead peer: its INVITE ends by itself at Timer B, and the
+        call's report need not wait for that."""
+        return 5.0 if (self.rang or self.is_answered) else 1.0
+
     def times(self, *, q850: int = 0, sip_code: int = 0) -> LegTimes:
         return LegTimes(start=self.start, alerting=self.alerting, answer=self.answer,
                         end=self.end, unanswered_q850=q850, sip_code=sip_code)

@@ -149,7 +149,7 @@ class PlaybackCall:
             if not ml.terminated:
                 ml.hangup()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(ml.finished), 5)
+                    await asyncio.wait_for(asyncio.shield(ml.finished), ml.hangup_grace_s)
             else:
                 end = ml.finished.result()
                 if self.party is None and isinstance(end, LegEnded) and end.by_remote:

@@ -259,3 +259,20 @@ async def test_media_timeout_while_talking_releases_both(
     sid, cdr, _sa, _sb = await _run_call(svc, receiver, tmp_path, a, b, callback_body())
     assert_leg_lifecycle(statuses(receiver, sid), {CALLER: 8020, CALLEE: 8020})
     assert cdr.get("fwdAnswerTime") and cdr.get("callEndTime"), cdr
+
+
+async def test_no_recording_file_under_three_seconds_of_talk(
+        node_factory: Any, receiver: Receiver, tmp_path: Path, tones: dict[str, Path]) -> None:
+    """REC-3: recordFlag, a 0.5 s record hint, then B hangs up ~1.5 s into the talk: no
+    file is kept and the CDR says not recorded (no object name, no download URL)."""
+    svc = node_factory()
+    a = Uas("a_talk").ring().answer(pcap=tones["a"]).wait_bye()
+    b = Uas("b_short").ring().answer(pcap=tones["b"]).pause(2200).bye()
+    sid, cdr, _sa, _sb = await _run_call(svc, receiver, tmp_path, a, b,
+                                         callback_body(recordFlag="true",
+                                                       recordHintTone="pre_05s.wav"))
+    assert_leg_lifecycle(statuses(receiver, sid), {CALLER: 0, CALLEE: 0})
+    assert cdr["recordFlag"] == 0, cdr
+    assert not cdr.get("recordObjectName") and not cdr.get("recordFileDownloadUrl"), cdr
+    assert not list((svc.workdir / "data" / "recordings").rglob("*.wav"))
+    assert "recording_finished" in svc.log() and "kept=False" in svc.log()
