@@ -115,7 +115,6 @@ class EventSink:
                 info["userData"] = ctx.user_data
             self._push(ctx, {"eventType": "collectInfo", "statusInfo": info})
         elif isinstance(event, CallEnded):
-            self._seq.pop(ctx.session_id, None)
             self.sessions.pop(ctx.session_id)
             self._spawn(self._close(ctx, event))
 
@@ -157,6 +156,8 @@ class EventSink:
             await self.close_call(ctx, ended)
         except Exception:
             log.exception("call_close_failed", session_id=ctx.session_id)
+        finally:
+            self._seq.pop(ctx.session_id, None)
 
     async def close_call(self, ctx: CallContext, ended: CallEnded) -> bool:
         call = ctx.row if ctx.row is not None else await self.store.get_call(ctx.session_id)
@@ -187,6 +188,20 @@ class EventSink:
             "minutes": charge.billed_minutes, "charge_milli": charge.charge_milli}, cdr)
         if closed and cdr is not None and self.outbox is not None:
             self.outbox.nudge()
+        if closed and ctx.record_object_name:
+            # Extension (like Twilio's RecordingStatusCallback): a recorded call's last
+            # status push says whether a file exists ("completed") or not ("absent": never
+            # bridged, or under 3 s of talk, REC-3) and where to fetch it.
+            info: dict[str, Any] = {"sessionId": ctx.session_id,
+                                    "timestamp": fmt_time(time.time()),
+                                    "recordingStatus": "completed" if obj else "absent",
+                                    "recordDuration": round(ended.recording_duration_s, 2)}
+            if obj:
+                info.update(recordObjectName=obj, recordDomain=self.record_domain,
+                            recordFileDownloadUrl=fee.get("recordFileDownloadUrl", ""))
+            if ctx.user_data:
+                info["userData"] = ctx.user_data
+            self._push(ctx, {"eventType": "recordingStatus", "statusInfo": info})
         log.info("call_closed", session_id=ctx.session_id, state_code=ended.state_code,
                  minutes=charge.billed_minutes, cdr=cdr is not None)
         return closed
