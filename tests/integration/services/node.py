@@ -215,7 +215,10 @@ def assert_leg_lifecycle(events: list[tuple[str, dict[str, Any]]], legs: dict[st
     callout and ends with exactly one disconnect, last; no other leg has events."""
     seqs = [i.get("seq") for _, i in events]
     assert seqs == list(range(1, len(events) + 1)), seqs     # per-call sequence, no gaps
-    grouped = by_leg(events)
+    # Extension recordingStatus: at most one, the very last push of the call.
+    rec = [k for k, _ in events if k == "recordingStatus"]
+    assert len(rec) <= 1 and (not rec or events[-1][0] == "recordingStatus"), events
+    grouped = by_leg([e for e in events if e[0] != "recordingStatus"])
     assert set(grouped) == set(legs), (sorted(grouped), events)
     order = ["callout", "alerting", "answer", "collectInfo", "disconnect"]
     for called, expect in legs.items():
@@ -227,6 +230,10 @@ def assert_leg_lifecycle(events: list[tuple[str, dict[str, Any]]], legs: dict[st
         assert ranks == sorted(ranks), (called, kinds)
         if expect is not None:
             assert grouped[called][-1][1]["stateCode"] == expect, (called, grouped[called])
+
+
+def recording_status(receiver: Receiver, session_id: str) -> list[dict[str, Any]]:
+    return [i for k, i in statuses(receiver, session_id) if k == "recordingStatus"]
 
 
 async def wait_closed(receiver: Receiver, session_id: str, *, legs: int,

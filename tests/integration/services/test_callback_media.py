@@ -28,6 +28,7 @@ from tests.integration.services.node import (
     ServiceNode,
     assert_leg_lifecycle,
     callback_body,
+    recording_status,
     statuses,
     wait_closed,
     wait_peer,
@@ -219,6 +220,13 @@ async def test_recording_has_both_parties_for_the_talk_time(
     rec = await svc.get("/rest/provision/voice/record/v1.0", fileName=cdr["recordObjectName"],
                         recordDomain=cdr["recordDomain"])
     assert rec.status_code == 301, rec.text
+    # Extension: the recordingStatus push points at the same file.
+    await receiver.wait_for(lambda: len(recording_status(receiver, sid)) == 1, timeout=5)
+    st = recording_status(receiver, sid)[0]
+    assert st["recordingStatus"] == "completed", st
+    assert st["recordObjectName"] == cdr["recordObjectName"]
+    assert st["recordFileDownloadUrl"] == cdr.get("recordFileDownloadUrl", ""), (st, cdr)
+    assert abs(st["recordDuration"] - info.duration) <= 0.05, (st, info.duration)
 
 
 def _pcm(payload: bytes) -> np.ndarray:
@@ -276,3 +284,7 @@ async def test_no_recording_file_under_three_seconds_of_talk(
     assert not cdr.get("recordObjectName") and not cdr.get("recordFileDownloadUrl"), cdr
     assert not list((svc.workdir / "data" / "recordings").rglob("*.wav"))
     assert "recording_finished" in svc.log() and "kept=False" in svc.log()
+    await receiver.wait_for(lambda: len(recording_status(receiver, sid)) == 1, timeout=5)
+    st = recording_status(receiver, sid)[0]
+    assert st["recordingStatus"] == "absent" and "recordObjectName" not in st, st
+    assert 0 < st["recordDuration"] < 3, st
