@@ -17,8 +17,8 @@ retransmitted), p50/p99 setup delay (INVITE → 200 at the UAC, SIPp ``rtd`` on 
 ``-trace_rtt``, 1 ms resolution), switch CPU (% of one core over the step and ms per call,
 from /proc/<pid>/stat), SIPp's own CPU (wait4 rusage) and how many lines the switch logged.
 
-A series stops rising after the first step with a failed or unfinished call, an achieved
-rate under 90 % of the offered one, or a p99 setup delay over 1 s. The daemon runs with
+A series stops rising after the first step with a failed or unfinished call or an achieved
+rate under 90 % of the offered one (a p99 setup delay over 1 s is reported, not a stop). The daemon runs with
 ``[log] level = "warning"`` and ``[sip] trace_calls = 0`` (series ``sw-notrace``) and with
 the default 200 in-memory call traces (series ``sw-trace``).
 
@@ -303,6 +303,11 @@ class Step:
     @property
     def clean(self) -> bool:
         return self.failed == 0 and self.unfinished == 0 and self.attempted > 0
+
+    @property
+    def rising(self) -> bool:
+        """The series goes on: no failed call and the offered rate achieved (p99 aside)."""
+        return self.clean and self.achieved >= 0.9 * self.offered
 
     @property
     def keeps_up(self) -> bool:
@@ -608,8 +613,8 @@ def main() -> int:
 
     print(f"voicecall CPS benchmark: steps {rates} calls/s, {args.duration:g} s of calls each, "
           f"hold {args.hold} ms, bound {max_s:.0f} s, {os.cpu_count()} CPUs")
-    print(f"sipp {SIPP}; series stop after the first step with a failed/unfinished call, "
-          f"achieved < 90 % of offered, or p99 > 1 s")
+    print(f"sipp {SIPP}; series stop after the first step with a failed/unfinished call "
+          f"or achieved < 90 % of offered")
     workdir = Path(tempfile.mkdtemp(prefix="vc_cps_"))
     results: dict[str, list[Step]] = {}
     skipped: list[str] = []
@@ -639,8 +644,8 @@ def main() -> int:
                                      uac_port=bp_uac, uas_port=bp_uas, daemon=None)
                         base.append(b)
                         print(row(b), flush=True)
-                        base_rising = b.keeps_up or args.keep_going
-                    if not s.keeps_up and not args.keep_going:
+                        base_rising = b.rising or args.keep_going
+                    if not s.rising and not args.keep_going:
                         break
         summarize(results, skipped)
         if args.profile:
