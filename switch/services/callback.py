@@ -213,19 +213,20 @@ class CallbackCall:
             limiter = asyncio.ensure_future(self._max_duration(talk_start))
             tasks.append(limiter)
         # A party whose RTP stopped ([media] rtp_timeout_s) is gone (8020, both released).
-        tasks += [a.media_lost, b.media_lost]
+        a_lost, b_lost = a.media_lost(), b.media_lost()
+        tasks += [a_lost, b_lost]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        lost = "A" if a_lost.done() else "B" if b_lost.done() else None
         for t in tasks[2:]:
-            if not t.done() and t is not a.media_lost and t is not b.media_lost:
+            if not t.done():
                 t.cancel()
         if limiter is not None and limiter.done() and not limiter.cancelled() \
                 and not a.terminated and not b.terminated:
             self.state = causes.MAX_DURATION
-        elif (a.media_lost.done() or b.media_lost.done()) and not a.terminated \
-                and not b.terminated and not self._stop.is_set():
+        elif lost is not None and not a.terminated and not b.terminated \
+                and not self._stop.is_set():
             self.state = causes.MEDIA_TIMEOUT
-            self.log.warning("media timeout ends the call",
-                             leg="A" if a.media_lost.done() else "B")
+            self.log.warning("media timeout ends the call", leg=lost)
         else:
             self._who_left()
 

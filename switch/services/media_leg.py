@@ -66,14 +66,13 @@ class MediaLeg:
     early_sdp_applied: bool = False
     answered: asyncio.Future[None] = field(init=False)
     finished: asyncio.Future[LegFailed | LegEnded] = field(init=False)
-    # set when the endpoint reports no RTP for ``[media] rtp_timeout_s`` (media_timeout)
-    media_lost: asyncio.Future[float] = field(init=False)
+    _media_waiters: list[asyncio.Future[float]] = field(init=False)
 
     def __post_init__(self) -> None:
         loop = asyncio.get_running_loop()
         self.answered = loop.create_future()
         self.finished = loop.create_future()
-        self.media_lost = loop.create_future()
+        self._media_waiters = []
         self.endpoint.events.on("media_timeout", self._on_media_timeout)
         self.log = log.bind(call_id=self.leg.call_id, leg=self.leg.label)
         self.leg.on_event(self._on_event)
@@ -129,10 +128,21 @@ class MediaLeg:
         except SdpError as e:
             self.log.info("unusable early-media SDP ignored", error=str(e))
 
+    def media_lost(self) -> asyncio.Future[float]:
+        """A future set by the next media_timeout (no RTP for ``[media] rtp_timeout_s``).
+        Fresh per phase, so silence before the phase (e.g. a silent caller while B rang)
+        does not end the call later."""
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._media_waiters = [f for f in self._media_waiters if not f.done()] + [fut]
+        return fut
+
     def _on_media_timeout(self, seconds: float) -> None:
-        if not self.media_lost.done() and not self.terminated:
-            self.log.warning("leg media timeout", seconds=round(seconds, 1))
-            self.media_lost.set_result(seconds)
+        if self.terminated:
+            return
+        self.log.warning("leg media timeout", seconds=round(seconds, 1))
+        for f in self._media_waiters:
+            if not f.done():
+                f.set_result(seconds)
 
     # ---------------------------------------------------------------- operations
     @property

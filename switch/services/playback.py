@@ -104,16 +104,17 @@ class PlaybackCall:
         assert self.leg is not None
         task = asyncio.ensure_future(fut)
         stop = asyncio.ensure_future(self._stop.wait())
-        waiters: list[asyncio.Future[Any]] = [task, self.leg.finished, stop,
-                                              self.leg.media_lost]
+        lost = self.leg.media_lost()
+        waiters: list[asyncio.Future[Any]] = [task, self.leg.finished, stop, lost]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
         if task.done():
+            lost.cancel()
             return task.result()
         task.cancel()
         if self.leg.terminated:
             self.party = PartyType.CALLEE
-        elif self.leg.media_lost.done() and not self._stop.is_set():
+        elif lost.done() and not self._stop.is_set():
             # No RTP from the callee for [media] rtp_timeout_s: the line is dead (8020).
             self.state = causes.MEDIA_TIMEOUT
         raise _Ended
