@@ -47,6 +47,8 @@ class ApiConfig(_Section):
     record_domain: str = ""             # recordDomain in CDRs; "" = host:port of public_url
     max_apps_per_account: int = Field(default=5, ge=1, le=100_000)  # NUM-4 quota
     max_inflight_requests: int = Field(default=256, ge=0, le=100_000)  # more → 1010010, 0 = off
+    # POST /demo/webhooks/{status,fee} logs and accepts pushes: a receiver for the demo.
+    demo_webhooks: bool = False
 
     @field_validator("callee_limit")
     @classmethod
@@ -217,6 +219,9 @@ DEFAULT_TOML = """
 name = "vc1"
 data_dir = "./data"
 
+[api]
+demo_webhooks = true
+
 [sip]
 listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
 advertise = "127.0.0.1"
@@ -248,6 +253,8 @@ name = "Demo SP"
 account = "sp1"
 app_key = "demo-app-key"
 app_secret = "demo-app-secret"
+status_url = "http://127.0.0.1:8080/demo/webhooks/status"
+fee_url = "http://127.0.0.1:8080/demo/webhooks/fee"
 record = true
 max_concurrent_calls = 10
 

@@ -243,6 +243,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc)
 
+    if ctx.config.api.demo_webhooks:
+        @app.post("/demo/webhooks/{kind}", include_in_schema=False)
+        async def _demo_webhook(kind: str, request: Request) -> JSONResponse:
+            """The embedded demo's receiver: prints what a customer's statusUrl/feeUrl
+            would get, and accepts it."""
+            body = (await request.body())[:65536].decode("utf-8", "replace")
+            log.info("demo_webhook_received", kind=kind, body=body)
+            return JSONResponse({"resultcode": "0", "resultdesc": "Success"})
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(validation_error(list(exc.errors())))

@@ -61,3 +61,35 @@ def test_call_command_without_credentials_explains(tmp_path: Path) -> None:
                           "stop", "--session", "s1"], capture_output=True, text=True,
                          timeout=30, check=False)
     assert out.returncode == 2 and "no app key" in out.stderr
+
+
+async def test_demo_webhook_receiver_logs_and_accepts(tmp_path: Path, receiver: Receiver) -> None:
+    node = ServiceNode(tmp_path, receiver, extra_toml="").start()
+    try:
+        import httpx
+        async with httpx.AsyncClient(timeout=10) as c:
+            r = await c.post(f"http://127.0.0.1:{node.api_port}/demo/webhooks/status",
+                             json={"eventType": "callout", "statusInfo": {"sessionId": "s"}})
+        # Off unless [api] demo_webhooks = true (only the embedded demo turns it on).
+        assert r.status_code == 404
+    finally:
+        node.stop()
+    cfg = node.config().replace("[api]\n", "[api]\ndemo_webhooks = true\n")
+    node2 = ServiceNode(tmp_path / "2", receiver)
+    (tmp_path / "2").mkdir()
+    node2.config = lambda: cfg.replace(str(node.api_port), str(node2.api_port)).replace(  # type: ignore[method-assign]
+        str(node.sip_port), str(node2.sip_port))
+    node2.start()
+    try:
+        import httpx
+        async with httpx.AsyncClient(timeout=10) as c:
+            r = await c.post(f"http://127.0.0.1:{node2.api_port}/demo/webhooks/status",
+                             json={"eventType": "callout", "statusInfo": {"sessionId": "s"}})
+        assert r.status_code == 200 and r.json()["resultcode"] == "0"
+        import time
+        deadline = time.monotonic() + 5
+        while "demo_webhook_received" not in node2.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "demo_webhook_received" in node2.log() and "callout" in node2.log()
+    finally:
+        node2.stop()

@@ -81,3 +81,11 @@ def test_keys_of_features_not_landed_are_accepted_with_a_warning() -> None:
 
 def test_every_contract_key_has_landed() -> None:
     assert parse_config(_spec_toml(), "spec", environ={}).warnings == ()
+
+
+def test_embedded_demo_pushes_to_its_own_demo_receiver() -> None:
+    c = load_config(None, environ={}).config
+    assert c.api.demo_webhooks
+    app = c.apps[0]
+    assert app.status_url == f"http://{c.api.listen}/demo/webhooks/status"
+    assert app.fee_url == f"http://{c.api.listen}/demo/webhooks/fee"
