@@ -8,6 +8,14 @@
    share a callEndTime, as under load).
 
     .venv/bin/python bench/api.py [--rate 200] [--seconds 10] [--cdrs 5000] [--db sqlite|postgres]
+
+3. ``--switch`` (issue D): the REAL daemon (``control_api.cli serve``) with a SIPp UAS gateway
+   that answers every INVITE with 486 at once, so each signed click2Call really originates a
+   SIP call that ends within milliseconds, pushing status events and a CDR to a local receiver.
+   Prints achieved rate, API latency percentiles, result codes, SIP calls seen by SIPp, status
+   pushes and CDRs per second at the receiver, and the daemon's CPU time per request.
+
+    .venv/bin/python bench/api.py --switch [--rate 200] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -42,6 +50,26 @@ from tests.integration.control_api.helpers import (  # noqa: E402
     free_port,
     node_toml,
 )
+from tests.integration.harness import Daemon  # noqa: E402
+from tests.integration.harness import free_port as free_port_pair  # noqa: E402
+
+# Busy at once: every INVITE gets 486 with a To tag, then the ACK closes the transaction.
+BUSY_UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="busy uas">
+  <recv request="INVITE" />
+  <send><![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK" />
+</scenario>
+"""
 
 
 def pct(values: list[float], p: float) -> float:
@@ -182,6 +210,180 @@ async def cdr_throughput(db_url: str, count: int, receiver: Receiver) -> None:
           f"{pushes / elapsed:.0f} pushes/s (5 CDRs share each callEndTime)")
 
 
+def switch_toml(*, sip_port: int, api_port: int, gw_port: int, status: str, fee: str) -> str:
+    return f"""
+[node]
+name = "vc1"
+data_dir = "./data"
+
+[sip]
+listen = ["udp:127.0.0.1:{sip_port}"]
+
+[api]
+listen = "127.0.0.1:{api_port}"
+callee_limit = "off"
+max_inflight_requests = 0
+
+[webhooks]
+timeout_s = 10
+cdr_retry_interval_s = 60
+
+[log]
+level = "warning"
+
+[[gateways]]
+name = "busy"
+address = "udp:127.0.0.1:{gw_port}"
+ping_interval_s = 0
+
+[[routes]]
+prefix = "+86138"
+gateways = ["busy"]
+
+[[routes]]
+prefix = "+86139"
+gateways = ["busy"]
+
+[[accounts]]
+id = "sp1"
+
+[[apps]]
+account = "sp1"
+app_key = "{APP_KEY}"
+app_secret = "test-app-secret-01"
+status_url = "{status}"
+fee_url = "{fee}"
+record = false
+max_concurrent_calls = 100000
+
+[[numbers]]
+account = "sp1"
+number = "+8675500000001"
+kind = "display"
+
+[[numbers]]
+account = "sp1"
+number = "+8675500000002"
+kind = "display"
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/PID/stat (fields 14 and 15, in clock ticks)."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sipp_calls(stat_file: Path) -> str:
+    """Total calls, successful and failed calls from the last line of SIPp's -trace_stat CSV."""
+    try:
+        lines = [ln for ln in stat_file.read_text().splitlines() if ln.strip()]
+    except OSError:
+        return "no stat file"
+    if len(lines) < 2:
+        return "no stat rows"
+    head, last = lines[0].split(";"), lines[-1].split(";")
+    row = dict(zip(head, last, strict=False))
+    return (f"{row.get('IncomingCall(C)', row.get('TotalCallCreated', '?'))} INVITEs received, "
+            f"{row.get('SuccessfulCall(C)', '?')} successful, "
+            f"{row.get('FailedCall(C)', '?')} failed (cumulative)")
+
+
+async def switch_bench(tmp: Path, rate: float, seconds: float, receiver: Receiver) -> None:
+    sip_port, gw_port, api_port = free_port_pair(), free_port_pair(), free_port()
+    scen = tmp / "busy_uas.xml"
+    scen.write_text(BUSY_UAS)
+    stat = tmp / "uas_stat.csv"
+    sipp_log = open(tmp / "sipp.out", "w")  # noqa: SIM115 (closed in finally)
+    sipp = subprocess.Popen(
+        ["sipp", "-sf", str(scen), "-i", "127.0.0.1", "-p", str(gw_port), "-t", "u1",
+         "-mp", str(free_port_pair()), "-nostdin", "-trace_stat", "-stf", str(stat), "-fd", "1"],
+        cwd=tmp, stdout=sipp_log, stderr=subprocess.STDOUT)
+    daemon = Daemon(switch_toml(sip_port=sip_port, api_port=api_port, gw_port=gw_port,
+                               status=receiver.url("/status"), fee=receiver.url("/fee")),
+                    tmp)
+    try:
+        await asyncio.to_thread(daemon.start, 60.0)
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        base = f"http://127.0.0.1:{api_port}"
+        latencies: list[float] = []
+        codes: dict[str, int] = {}
+        limits = httpx.Limits(max_connections=500, max_keepalive_connections=0)
+        cpu0, own0 = cpu_seconds(pid), time.process_time()
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits,
+                                     trust_env=False) as client:
+            async def one(i: int) -> None:
+                # Distinct caller and callee per request: no frequency limit can bite.
+                body = {"displayNbr": "+8675500000001", "displayCalleeNbr": "+8675500000002",
+                        "callerNbr": f"+86138{i:08d}", "calleeNbr": f"+86139{i:08d}"}
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/rest/httpsessions/click2Call/v2.0",
+                                          content=json.dumps(body), headers=aksk_headers())
+                    code = str(r.json().get("resultcode", f"http{r.status_code}"))
+                except (httpx.HTTPError, ValueError) as e:
+                    code = type(e).__name__
+                latencies.append((time.perf_counter() - t0) * 1000)
+                codes[code] = codes.get(code, 0) + 1
+
+            n = int(rate * seconds)
+            start = time.perf_counter()
+            tasks = []
+            for i in range(n):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(i)))
+            sent = time.perf_counter() - start
+            await asyncio.gather(*tasks)
+            elapsed = time.perf_counter() - start
+        ok = codes.get("0", 0)
+        drain_deadline = time.perf_counter() + 15
+        def cdrs() -> int:
+            return sum(len(r.body.get("feeLst", [])) for r in receiver.on("/fee")
+                       if isinstance(r.body, dict))
+        # Drain: wait (≤ 15 s) for one CDR and two status pushes (callout, disconnect of the
+        # busy A leg) per accepted call.
+        while time.perf_counter() < drain_deadline and (
+                cdrs() < ok or len(receiver.on("/status")) < 2 * ok):
+            await asyncio.sleep(0.1)
+        window = time.perf_counter() - start
+        cpu, own = cpu_seconds(pid) - cpu0, time.process_time() - own0
+        print(f"switch: {n} signed click2Call, sent at {n / sent:.1f} req/s "
+              f"(target {rate:.0f}), all answered after {elapsed:.1f} s")
+        print(f"api latency ms: p50 {pct(latencies, 50):.2f}  p90 {pct(latencies, 90):.2f}  "
+              f"p99 {pct(latencies, 99):.2f}  max {max(latencies):.2f}  "
+              f"mean {statistics.fmean(latencies):.2f}")
+        print(f"result codes: {dict(sorted(codes.items()))}")
+        pushes, fee_posts, n_cdrs = len(receiver.on("/status")), len(receiver.on("/fee")), cdrs()
+        print(f"receiver over {window:.1f} s (load + drain): {pushes} status pushes "
+              f"({pushes / window:.0f}/s), {n_cdrs} CDRs ({n_cdrs / window:.0f}/s) in "
+              f"{fee_posts} fee pushes; missing after drain: {max(0, ok - n_cdrs)} CDRs, "
+              f"{max(0, 2 * ok - pushes)} status pushes")
+        print(f"daemon CPU: {cpu:.2f} s over the window = {cpu / n * 1000:.2f} ms per request "
+              f"({cpu / window * 100:.0f}% of one core); bench client itself: {own:.2f} s CPU")
+        if daemon.proc.poll() is not None:
+            print(f"daemon EXITED with {daemon.proc.returncode}")
+        ready = next((i for i, ln in enumerate(daemon.output) if "voicecall ready" in ln), 0)
+        logged = daemon.output[ready + 1:]
+        print(f"daemon log lines (warning+) after ready: {len(logged)}")
+        for ln in logged[:8]:
+            print("  ", ln.rstrip()[:240])
+    finally:
+        daemon.stop()
+        if sipp.poll() is None:
+            os.kill(sipp.pid, signal.SIGUSR1)    # SIPp dumps its final stats and exits
+            try:
+                sipp.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(sipp.pid, signal.SIGKILL)
+                sipp.wait()
+        sipp_log.close()
+    print(f"sipp UAS: {sipp_calls(stat)}")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rate", type=float, default=200)
@@ -190,11 +392,18 @@ async def main() -> None:
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--status", action="store_true",
                     help="also push the 8 status events of every call to the receiver")
+    ap.add_argument("--switch", action="store_true",
+                    help="real daemon originating every click2Call to a SIPp UAS (486 Busy)")
     args = ap.parse_args()
     import structlog
     devnull = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(devnull))
     receiver = await Receiver().start()
+    if args.switch:
+        with tempfile.TemporaryDirectory() as d:
+            await switch_bench(Path(d), args.rate, args.seconds, receiver)
+        await receiver.stop()
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         pg_name = None
