@@ -97,7 +97,7 @@ class StatusPusher:
         else:
             self.failed += 1
             log.warning("status_push_failed", session_id=session_id,
-                        event=body.get("eventType"), url=target.url, reason=reason)
+                        event_type=body.get("eventType"), url=target.url, reason=reason)
 
     async def drain(self) -> None:
         while self._tails:
