@@ -1,8 +1,11 @@
-"""SIPp scenarios that differ only in a status code, written on the fly."""
+"""SIPp scenarios that differ only in a status code, written on the fly (the callee side
+is built with the step builder ``tests.integration.services.scen.Uas``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from tests.integration.services.scen import Uas
 
 _SDP_OFFER = """      v=0
       o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
@@ -61,93 +64,12 @@ def uac_expect_failure(workdir: Path, status: int, *, provisional: bool = True) 
 
 def uas_reject(workdir: Path, status: int, reason: str, *, ring_first: bool = True) -> Path:
     """A callee gateway that (optionally rings, then) rejects with ``status``."""
-    ring = """  <send>
-    <![CDATA[
-      SIP/2.0 180 Ringing
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-    ]]>
-  </send>
-""" if ring_first else ""
-    text = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uas_reject_{status}">
-  <recv request="INVITE" crlf="true"/>
-{ring}  <send>
-    <![CDATA[
-      SIP/2.0 {status} {reason}
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv request="ACK"/>
-  <timewait milliseconds="300"/>
-</scenario>
-"""
-    p = workdir / f"uas_reject_{status}.xml"
-    p.write_text(text)
-    return p
+    scenario = Uas(f"uas_reject_{status}")
+    if ring_first:
+        scenario.ring()
+    return scenario.reject(status, reason).write(workdir)
 
 
 def uas_ring_until_cancel(workdir: Path) -> Path:
     """A callee gateway that rings until it is CANCELled (no answer)."""
-    text = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uas_no_answer">
-  <recv request="INVITE" crlf="true">
-    <action>
-      <ereg regexp=".*" search_in="hdr" header="Via:" assign_to="inv_via"/>
-      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="inv_to"/>
-      <ereg regexp="([0-9]+) INVITE" search_in="hdr" header="CSeq:" assign_to="junk,inv_cseq"/>
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-      SIP/2.0 180 Ringing
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv request="CANCEL"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-  <send>
-    <![CDATA[
-      SIP/2.0 487 Request Terminated
-      Via:[$inv_via]
-      [last_From:]
-      To:[$inv_to];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      CSeq: [$inv_cseq] INVITE
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv request="ACK"/>
-  <timewait milliseconds="300"/>
-  <Reference variables="junk"/>
-</scenario>
-"""
-    p = workdir / "uas_no_answer.xml"
-    p.write_text(text)
-    return p
+    return Uas("uas_no_answer").ring().until_cancel().write(workdir)
