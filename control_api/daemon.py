@@ -12,11 +12,14 @@ from pathlib import Path
 
 import structlog
 import uvloop
+from prometheus_client import CollectorRegistry
 
 from control_api.config import Config, LoadedConfig
 from control_api.plane import build_control_plane
 from media.engine import MediaEngine
+from media.metrics import MediaExporter
 from switch.events import CallEventBus
+from switch.metrics import SwitchMetrics
 from switch.node import SwitchNode, SwitchSettings
 from switch.services.backend import SwitchBackend
 from switch.services.runtime import Runtime, ServiceTimers
@@ -79,16 +82,21 @@ async def serve(loaded: LoadedConfig, stop: asyncio.Event) -> None:
     for w in loaded.warnings:
         log.warning("config", detail=w)
     media_bind = config.sip.listen_addresses[0].host
+    # One registry per node: switch, media and control series on one /metrics.
+    registry = CollectorRegistry(auto_describe=True)
+    name = config.node.name
     media = MediaEngine(config.media, bind_ip=media_bind, advertise_ip=config.sip.advertise,
-                        data_dir=Path(config.node.data_dir))
+                        data_dir=Path(config.node.data_dir),
+                        metrics=MediaExporter(registry, name))
     await media.start()
-    node = SwitchNode(switch_settings(config))
+    switch_metrics = SwitchMetrics(registry, name)
+    node = SwitchNode(switch_settings(config), metrics=switch_metrics)
     await node.start()
     bus = CallEventBus()
     runtime = Runtime(node.ua, media, bus, ServiceTimers(
-        no_answer_timeout_s=float(config.sip.no_answer_timeout_s)))
+        no_answer_timeout_s=float(config.sip.no_answer_timeout_s)), metrics=switch_metrics)
     backend = SwitchBackend(runtime)
-    plane = await build_control_plane(loaded, backend, bus)
+    plane = await build_control_plane(loaded, backend, bus, registry=registry)
     try:
         await plane.start()
         tune_gc()

@@ -39,9 +39,12 @@ class _PlaneCollector(Collector):
 
 
 class ControlMetrics:
-    def __init__(self, node: str, read: Callable[[], dict[str, float]]) -> None:
+    def __init__(self, node: str, read: Callable[[], dict[str, float]],
+                 registry: CollectorRegistry | None = None) -> None:
         self.node = node
-        self.registry = CollectorRegistry(auto_describe=True)
+        # The daemon passes the node's one registry (switch + media + control series on one
+        # /metrics); a plane started alone (tests) gets its own.
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.requests = Counter("voicecall_api_requests", "Voice-Call API requests by operation "
                                 "and resultcode", ["node", "operation", "resultcode"],
                                 registry=self.registry)

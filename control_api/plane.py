@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import structlog
+from prometheus_client import CollectorRegistry
 
 from control_api import templates as tpl
 from control_api.auth import Authenticator, settings_from_config
@@ -100,8 +101,9 @@ async def load_config_into_store(config: Config, store: Store) -> list[str]:
 
 class ControlPlane:
     def __init__(self, loaded: LoadedConfig, backend: CallBackend, events: CallEventBus, *,
-                 listen: str | None = None) -> None:
+                 listen: str | None = None, registry: CollectorRegistry | None = None) -> None:
         self.config = loaded.config
+        self.registry = registry
         self.backend = backend
         self.events = events
         self.listen = listen
@@ -157,7 +159,7 @@ class ControlPlane:
         await self._close_orphans()
         self._unsubscribe = self.events.subscribe(self.sink.on_event)
         self.outbox.start()
-        self.metrics = ControlMetrics(cfg.node.name, self._metric_values)
+        self.metrics = ControlMetrics(cfg.node.name, self._metric_values, self.registry)
         ctx = ApiContext(config=cfg, store=self.store, service=self.service, auth=self.auth,
                          recordings=self.recordings, record_domain=self.record_domain,
                          nudge_outbox=self.outbox.nudge, metrics=self.metrics)
@@ -238,8 +240,8 @@ class ControlPlane:
 
 
 async def build_control_plane(loaded_config: LoadedConfig, backend: CallBackend,
-                              events: CallEventBus, *, listen: str | None = None
-                              ) -> ControlPlane:
+                              events: CallEventBus, *, listen: str | None = None,
+                              registry: CollectorRegistry | None = None) -> ControlPlane:
     """Create (not yet start) the control plane. ``listen`` overrides ``[api] listen``
     (tests use ``127.0.0.1:0``)."""
-    return ControlPlane(loaded_config, backend, events, listen=listen)
+    return ControlPlane(loaded_config, backend, events, listen=listen, registry=registry)

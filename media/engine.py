@@ -51,6 +51,7 @@ from media.clock import MediaClock
 from media.config import MediaConfig
 from media.endpoint import MediaEndpoint
 from media.errors import PlayFileError, PortPoolExhausted
+from media.metrics import MediaExporter
 from media.prompt import load_alaw
 from media.prompts import DEFAULT_PROMPT_NAMES, ensure_default_prompts
 from media.recorder import Recorder
@@ -107,8 +108,9 @@ class MediaEngine:
     """One per node; owns the port pool, the shared 20 ms clock and every RTP socket."""
 
     def __init__(self, config: MediaConfig, *, bind_ip: str, advertise_ip: str,
-                 data_dir: Path) -> None:
+                 data_dir: Path, metrics: MediaExporter | None = None) -> None:
         self.config = config
+        self.exporter = metrics if metrics is not None else MediaExporter()
         self.bind_ip = bind_ip
         self.advertise_ip = advertise_ip
         self.data_dir = Path(data_dir)

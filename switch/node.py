@@ -16,6 +16,7 @@ from switch.aio.stack import SipStack
 from switch.aio.transports import TransportManager, server_tls_context
 from switch.b2bua import B2bua
 from switch.config import Address, GatewayConfig, NodeConfig, RouteConfig, SipConfig, UserConfig
+from switch.metrics import SwitchMetrics
 from switch.registrar import Registrar
 from switch.routing import Router
 from switch.sip.addressing import Peer
@@ -45,6 +46,7 @@ class SwitchSettings:
 @dataclass
 class SwitchNode:
     settings: SwitchSettings
+    metrics: SwitchMetrics = field(default_factory=SwitchMetrics)
     traces: CallTraces = field(init=False)
     stack: SipStack = field(init=False)
     transports: TransportManager = field(init=False)

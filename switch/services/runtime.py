@@ -15,6 +15,7 @@ from media.errors import PortPoolExhausted
 from switch.events import CallEnded, CallEventBus, LegEvent, LegEventKind, PartyType
 from switch.events import Leg as LegName
 from switch.leg import LegFailed, LegRinging
+from switch.metrics import SwitchMetrics
 from switch.services import causes
 from switch.services.media_leg import MediaLeg
 from switch.ua import UserAgent
@@ -41,6 +42,7 @@ class Runtime:
     media: MediaEngine
     bus: CallEventBus
     timers: ServiceTimers = field(default_factory=ServiceTimers)
+    metrics: SwitchMetrics = field(default_factory=SwitchMetrics)
 
     async def originate(self, *, session_id: str, label: LegName, number: str,
                         from_number: str) -> MediaLeg:
