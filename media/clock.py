@@ -10,6 +10,7 @@ rather than replayed in a burst.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Protocol
 
@@ -29,6 +30,8 @@ class MediaClock:
 
     LATE_THRESHOLD_S = 0.002
     LATENESS_RING = 8192
+    # upper bounds (seconds) of the lateness histogram exported at scrape time
+    LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, period: float = 0.020,
                  max_lag_ticks: int = 10) -> None:
@@ -45,6 +48,13 @@ class MediaClock:
         self.ticks_run = 0
         self.max_lateness_s = 0.0
         self._lateness = np.zeros(self.LATENESS_RING, dtype=np.float32)
+        # monotonic totals for the metrics plane: reset_stats() (benchmark windows) must
+        # never make an exported counter go backwards
+        self.total_ticks = 0
+        self.total_late_ticks = 0
+        self.total_skipped_ticks = 0
+        self.lateness_counts = [0] * (len(self.LATENESS_BUCKETS) + 1)  # last: +Inf
+        self.lateness_sum = 0.0
 
     @property
     def running(self) -> bool:
@@ -86,7 +96,8 @@ class MediaClock:
         return (now - self._t0) / self.period
 
     def reset_stats(self) -> None:
-        """Start a new measurement window for late/skipped ticks and lateness."""
+        """Start a new measurement window for late/skipped ticks and lateness (the
+        ``total_*`` counters and the lateness histogram are not reset)."""
         self.late_ticks = 0
         self.skipped_ticks = 0
         self.ticks_run = 0
@@ -106,15 +117,21 @@ class MediaClock:
         if behind > self._max_lag:
             # the loop was blocked: jump to the present instead of bursting old frames
             self.skipped_ticks += behind
+            self.total_skipped_ticks += behind
             self.tick += behind
             log.warning("media_clock_skipped", ticks=behind, late_ms=round(late * 1000, 1))
             deadline = self._t0 + self.tick * self.period
             late = now - deadline
         if late > self.LATE_THRESHOLD_S:
             self.late_ticks += 1
+            self.total_late_ticks += 1
         self.max_lateness_s = max(self.max_lateness_s, late)
         self._lateness[self.ticks_run % self.LATENESS_RING] = late
         self.ticks_run += 1
+        self.total_ticks += 1
+        if late > 0.0:  # call_at may fire a hair early (clock resolution): count that as 0
+            self.lateness_sum += late
+        self.lateness_counts[bisect_left(self.LATENESS_BUCKETS, late)] += 1
         tick = self.tick
         for sink in list(self._sinks.values()):
             try:

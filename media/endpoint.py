@@ -46,7 +46,11 @@ from media.dtmf import (
 from media.errors import SdpError
 from media.prompt import PromptSource
 from media.rtp import (
+    RTCP_BYE,
+    RTCP_RR,
+    RTCP_SR,
     RTP_HEADER,
+    ReportBlock,
     RtpStats,
     RtpStatsSnapshot,
     build_bye,
@@ -206,6 +210,14 @@ class MediaEndpoint:
         self._rtcp_phase = random.randrange(5)
         self.invalid_packets = 0
         self.send_errors = 0
+        # the peer's last RTCP report block about our stream, with our packets_sent when it
+        # arrived (the denominator of the outgoing loss ratio)
+        self._peer_report: ReportBlock | None = None
+        self._peer_report_sent = 0
+        # highest loss counts exported so far: RFC 3550 cumulative loss may shrink (late or
+        # duplicate packets), a Prometheus counter must not
+        self._lost_in_counted = 0
+        self._lost_out_counted = 0
         self._loop.add_reader(rtp_sock.fileno(), self._on_rtp_readable)
         self._loop.add_reader(rtcp_sock.fileno(), self._on_rtcp_readable)
 
@@ -417,10 +429,16 @@ class MediaEndpoint:
             with contextlib.suppress(OSError):
                 self._rtcp_sock.connect(addr)
         for p in packets:
-            if p.packet_type == 200:
-                self._last_sr_mid = (p.ntp_timestamp >> 16) & 0xFFFFFFFF
-                self._last_sr_arrival = now
-            elif p.packet_type == 203:
+            pt = p.packet_type
+            if pt in (RTCP_SR, RTCP_RR):
+                if pt == RTCP_SR:
+                    self._last_sr_mid = (p.ntp_timestamp >> 16) & 0xFFFFFFFF
+                    self._last_sr_arrival = now
+                for block in p.report_blocks:
+                    if block.ssrc == self.ssrc:  # the peer's view of what we send
+                        self._peer_report = block
+                        self._peer_report_sent = self._stats.packets_sent
+            elif pt == RTCP_BYE:
                 self.log.info("rtcp_bye_received")
                 self._emit("rtcp_bye")
 
@@ -719,6 +737,7 @@ class MediaEndpoint:
         if (self._timeout_s > 0 and neg.direction.receives and not self._timeout_emitted
                 and now - self._last_rx >= self._timeout_s):
             self._timeout_emitted = True
+            self._engine.totals.timeouts += 1
             self.log.warning("media_timeout", seconds=round(now - self._last_rx, 1))
             self._emit("media_timeout", now - self._last_rx)
         if (tick // 50 + self._rtcp_phase) % 5 == 0:
@@ -758,6 +777,38 @@ class MediaEndpoint:
     @property
     def stats(self) -> RtpStatsSnapshot:
         return self._stats.snapshot()
+
+    @property
+    def peer_report(self) -> ReportBlock | None:
+        """The last RTCP report block the peer sent about our stream, if any."""
+        return self._peer_report
+
+    def counted_loss(self) -> tuple[int, int]:
+        """Packets lost (in, out) for the metrics counters: RFC 3550 cumulative loss of
+        what we received, and what the peer reported about what we sent, each held at
+        its highest value so far."""
+        lost_in = self._stats.lost_total
+        if lost_in > self._lost_in_counted:
+            self._lost_in_counted = lost_in
+        rep = self._peer_report
+        if rep is not None and rep.cumulative_lost > self._lost_out_counted:
+            self._lost_out_counted = rep.cumulative_lost
+        return self._lost_in_counted, self._lost_out_counted
+
+    def stream_quality(self) -> list[tuple[str, float, float]]:
+        """(direction, jitter seconds, loss ratio) of each direction that carried RTP:
+        "in" from our receiver statistics, "out" from the peer's last RTCP report (its
+        loss ratio relative to the packets we had sent when that report arrived)."""
+        out: list[tuple[str, float, float]] = []
+        st = self._stats
+        expected = st.expected_total
+        if expected > 0:
+            out.append(("in", st.jitter_s, min(1.0, st.lost_total / expected)))
+        rep = self._peer_report
+        if rep is not None and self._peer_report_sent > 0:
+            ratio = max(0, rep.cumulative_lost) / self._peer_report_sent
+            out.append(("out", rep.jitter / st.clock_rate, min(1.0, ratio)))
+        return out
 
     @property
     def remote_address(self) -> tuple[str, int] | None:

@@ -51,10 +51,10 @@ from media.clock import MediaClock
 from media.config import MediaConfig
 from media.endpoint import MediaEndpoint
 from media.errors import PlayFileError, PortPoolExhausted
-from media.metrics import MediaExporter
+from media.metrics import MediaExporter, MediaTotals
 from media.prompt import load_alaw
 from media.prompts import DEFAULT_PROMPT_NAMES, ensure_default_prompts
-from media.recorder import Recorder
+from media.recorder import Recorder, RecordingResult
 from media.tts import TtsRenderer
 
 log = structlog.get_logger("media.engine")
@@ -111,6 +111,7 @@ class MediaEngine:
                  data_dir: Path, metrics: MediaExporter | None = None) -> None:
         self.config = config
         self.exporter = metrics if metrics is not None else MediaExporter()
+        self.totals = MediaTotals()  # counts of closed endpoints and finished recordings
         self.bind_ip = bind_ip
         self.advertise_ip = advertise_ip
         self.data_dir = Path(data_dir)
@@ -124,6 +125,7 @@ class MediaEngine:
         self._clock: MediaClock | None = None
         self._tts = TtsRenderer(self.data_dir / "tts", config)
         self._started = False
+        self.exporter.attach(self)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -137,6 +139,10 @@ class MediaEngine:
     def clock(self) -> MediaClock:
         if self._clock is None:
             raise RuntimeError("MediaEngine.start() has not been awaited")
+        return self._clock
+
+    @property
+    def clock_or_none(self) -> MediaClock | None:
         return self._clock
 
     async def start(self, *, default_prompts: bool = True) -> None:
@@ -204,17 +210,39 @@ class MediaEngine:
 
     def _release(self, ep: MediaEndpoint) -> None:
         if self._endpoints.get(ep.port) is ep:
+            # removal and fold in one step: a scrape sees the counts exactly once
             del self._endpoints[ep.port]
             self._ports.release(ep.port)
+            self._fold(ep)
+
+    def _fold(self, ep: MediaEndpoint) -> None:
+        st = ep._stats
+        t = self.totals
+        t.packets_in += st.packets_received
+        t.bytes_in += st.octets_received
+        t.packets_out += st.packets_sent
+        t.bytes_out += st.octets_sent
+        lost_in, lost_out = ep.counted_loss()
+        t.lost_in += lost_in
+        t.lost_out += lost_out
+        for direction, jitter_s, loss_ratio in ep.stream_quality():
+            self.exporter.observe_stream(direction, jitter_s, loss_ratio)
 
     @property
     def endpoints(self) -> int:
         return len(self._endpoints)
 
+    def live_endpoints(self) -> list[MediaEndpoint]:
+        return list(self._endpoints.values())
+
+    @property
+    def port_pairs_free(self) -> int:
+        return self._ports.size - self._ports.in_use
+
     def metrics(self) -> MediaMetrics:
         c = self.clock
         return MediaMetrics(
-            endpoints=len(self._endpoints), port_pairs_free=self._ports.size - self._ports.in_use,
+            endpoints=len(self._endpoints), port_pairs_free=self.port_pairs_free,
             recorders=len(self._recorders), clock_ticks=c.ticks_run,
             clock_late_ticks=c.late_ticks, clock_skipped_ticks=c.skipped_ticks,
             clock_active_senders=c.active_sinks,
@@ -233,7 +261,8 @@ class MediaEngine:
         is written incrementally; ``await rec.stop()`` finalises it (REC-3: deleted when
         shorter than ``[media] record_min_s``)."""
         rec = Recorder(Path(path), self.loop.time(), min_duration_s=self.config.record_min_s,
-                       time_fn=self.loop.time, detach=self._detach_recorder)
+                       time_fn=self.loop.time, detach=self._detach_recorder,
+                       on_finish=self._recording_finished)
         a._recorders.append((rec, 0))
         b._recorders.append((rec, 1))
         self._recorders[id(rec)] = (rec, a, b)
@@ -246,6 +275,17 @@ class MediaEngine:
         if entry is not None:
             for ep in entry[1:]:
                 ep._recorders[:] = [(r, d) for r, d in ep._recorders if r is not rec]
+
+    def _recording_finished(self, rec: Recorder, result: RecordingResult) -> None:
+        t = self.totals
+        if rec.failed:
+            t.recordings_failed += 1
+        elif result.path is not None:
+            t.recordings_kept += 1
+            t.recording_bytes += rec.file_bytes
+        else:
+            t.recordings_discarded += 1
+        self.exporter.observe_recording(result.duration_s)
 
     def _flush_recorders(self, tick: int, now: float) -> None:
         for rec in list(self._recorder_slots[tick % RECORDER_FLUSH_TICKS]):

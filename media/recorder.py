@@ -29,6 +29,7 @@ log = structlog.get_logger("media.recorder")
 
 RATE = 8000
 MIN_RECORDING_S = 3.0  # REC-3
+WAV_HEADER_BYTES = 44  # alaw_wav_header(): RIFF, fmt (16 bytes) and data chunk headers
 
 
 class RecordingMixer:
@@ -89,11 +90,14 @@ class Recorder:
 
     def __init__(self, path: Path, start_time: float, *, min_duration_s: float = MIN_RECORDING_S,
                  time_fn: Callable[[], float] | None = None,
-                 detach: Callable[[Recorder], None] | None = None) -> None:
+                 detach: Callable[[Recorder], None] | None = None,
+                 on_finish: Callable[[Recorder, RecordingResult], None] | None = None) -> None:
         self.path = path
         self._start = start_time
         self._time_fn = time_fn
         self._detach = detach
+        self._on_finish = on_finish
+        self.failed = False  # a write failed: the file (if any) is incomplete
         self._mixer = RecordingMixer()
         self._writer = AlawWavWriter(path)
         self._min = min_duration_s
@@ -114,8 +118,10 @@ class Recorder:
             self._writer.write(self._mixer.flush(self._now_samples(now)))
         except OSError as e:
             log.error("recording_write_failed", path=str(self.path), error=str(e))
+            self.failed = True
             self._stopped = True
-            self._writer.close()
+            with contextlib.suppress(OSError):
+                self._writer.close()
 
     @property
     def duration_s(self) -> float:
@@ -149,7 +155,12 @@ class Recorder:
                     self._writer.write(bytes([g711.ALAW_SILENCE]) * tail)
             except OSError as e:
                 log.error("recording_write_failed", path=str(self.path), error=str(e))
-        self._writer.close()
+                self.failed = True
+        try:
+            self._writer.close()
+        except OSError as e:  # the size patch failed: the header lies, the file is broken
+            log.error("recording_write_failed", path=str(self.path), error=str(e))
+            self.failed = True
         duration = self._writer.data_size / RATE
         kept: Path | None = self.path
         if duration < self._min or self._writer.data_size == 0:
@@ -158,5 +169,13 @@ class Recorder:
             kept = None
         self._result = RecordingResult(kept, round(duration, 3))
         log.info("recording_finished", path=str(self.path), kept=kept is not None,
-                 duration_s=self._result.duration_s)
+                 failed=self.failed, duration_s=self._result.duration_s)
+        if self._on_finish is not None:
+            self._on_finish(self, self._result)
         return self._result
+
+    @property
+    def file_bytes(self) -> int:
+        """Size of the WAV file as written (header, samples, RIFF pad byte)."""
+        size = self._writer.data_size
+        return WAV_HEADER_BYTES + size + (size & 1) if size else 0

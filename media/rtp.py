@@ -109,6 +109,10 @@ class RtpStats:
     transit: int | None = None
     last_arrival: float = 0.0
     ssrc_changes: int = 0
+    # loss of earlier sources/sequence lines: A.1 restarts ``expected``/``received`` on an
+    # SSRC change or a resync, and a stream's totals must not forget what came before
+    lost_folded: int = 0
+    expected_folded: int = 0
 
     # A.1 ------------------------------------------------------------------------------
     def _init_seq(self, seq: int) -> None:
@@ -140,6 +144,7 @@ class RtpStats:
             self.max_seq = seq
         elif udelta <= RTP_SEQ_MOD - MAX_MISORDER:
             if seq == self.bad_seq:
+                self._fold()
                 self._init_seq(seq)  # the source restarted: resync
             else:
                 self.bad_seq = (seq + 1) & 0xFFFF
@@ -163,6 +168,7 @@ class RtpStats:
         elif ssrc != self.ssrc:
             if self.ssrc is not None:
                 self.ssrc_changes += 1
+                self._fold()
             self.ssrc = ssrc
             self.max_seq = (seq - 1) & 0xFFFF
             self.probation = MIN_SEQUENTIAL
@@ -182,6 +188,12 @@ class RtpStats:
         self.transit = transit
         self.last_arrival = arrival
 
+    def _fold(self) -> None:
+        expected = self.expected
+        if expected:
+            self.lost_folded += max(0, expected - self.received)
+            self.expected_folded += expected
+
     def on_sent(self, size: int) -> None:
         self.packets_sent += 1
         self.octets_sent += size
@@ -200,6 +212,20 @@ class RtpStats:
     def lost(self) -> int:
         """Cumulative packets lost (A.3); negative when duplicates outnumber losses."""
         return self.expected - self.received if self.expected else 0
+
+    @property
+    def lost_total(self) -> int:
+        """Packets lost over every source this leg heard, never negative per source
+        (duplicates do not cancel losses of another source)."""
+        return self.lost_folded + max(0, self.lost)
+
+    @property
+    def expected_total(self) -> int:
+        return self.expected_folded + self.expected
+
+    @property
+    def jitter_s(self) -> float:
+        return self.jitter / self.clock_rate
 
     @property
     def jitter_ms(self) -> float:
