@@ -1,6 +1,7 @@
 """``/admin/v1``: provisioning that the vendor does in its web console (accounts, apps, numbers,
 play files, templates and their approval), call search (EV-7), CDRs and manual re-push (EV-4),
-billing summary (BILL-1..3). Guarded by ``Authorization: Bearer <[api] admin_token>``."""
+billing summary (BILL-1..3), per-call SIP traces (lab debugging). Guarded by
+``Authorization: Bearer <[api] admin_token>``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +29,23 @@ if TYPE_CHECKING:
 
 _bearer = HTTPBearer(auto_error=False)
 _SEARCH_WINDOW_MS = 62 * 86_400_000   # EV-7: two months back
+
+_TRACE_FORMAT = Query(None, pattern="^(json|ladder)$",
+                      description="`ladder`: a text ladder diagram (as with `Accept: "
+                                  "text/plain`); default JSON")
+_TRACE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "JSON (see the example) or, with `format=ladder` or "
+                         "`Accept: text/plain`, the ladder diagram as text/plain",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+    404: {"description": "unknown here (another node ran it, or not a call of this node) or "
+                         "the trace expired (`[sip] trace_calls` newest calls are kept)"}}
+
+
+def _wants_ladder(request: Request, fmt: str | None) -> bool:
+    if fmt is not None:
+        return fmt == "ladder"
+    accept = request.headers.get("accept", "")
+    return "text/plain" in accept and "application/json" not in accept
 
 
 class _In(BaseModel):
@@ -332,6 +351,53 @@ def build_admin_router(ctx: ApiContext) -> APIRouter:
                                         caller=caller, callee=callee, limit=limit,
                                         offset=offset)
         return _ok(calls=rows)
+
+    # -- SIP traces (lab debugging; in memory on the node that ran the call) --
+    backend = ctx.service.backend
+
+    def _trace_reply(doc: dict[str, Any], ladder: bool) -> Response | dict[str, Any]:
+        text = doc.pop("ladder", "")
+        if ladder:
+            return PlainTextResponse(text)
+        return _ok(**doc)
+
+    @r.get("/calls/{session_id}/sip-trace", responses=_TRACE_DOC, response_model=None,
+           summary="SIP trace of a call (all its legs, JSON or a text ladder)")
+    async def call_sip_trace(session_id: str, request: Request,
+                             format: str | None = _TRACE_FORMAT,
+                             ) -> Response | dict[str, Any]:
+        """Every SIP message of the session's legs (callback: A caller and B callee;
+        notification/verification: the callee) merged in time order: time, direction,
+        transport, local and remote address, first line and the whole message."""
+        doc = backend.sip_trace(session_id)
+        if doc is None:
+            call = await store.get_call(session_id)
+            if call is None:
+                why = "no such session"
+            elif call["node"] != ctx.config.node.name:
+                why = f"the call ran on node {call['node']}: ask that node's admin API"
+            else:
+                why = ("the trace expired or tracing is off (this node keeps the newest "
+                       "[sip] trace_calls Call-IDs)")
+            raise ApiError(Code.NOT_FOUND, f"No SIP trace for session {session_id}: {why}.")
+        return _trace_reply(doc, _wants_ladder(request, format))
+
+    @r.get("/sip-traces", summary="Recent traced SIP Call-IDs (any call, newest first)")
+    async def list_sip_traces(limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
+        """Also calls not started by the API (softphone to softphone through the B2BUA);
+        ``session_id`` is set for the legs of API calls."""
+        return _ok(sip_traces=backend.sip_dialogs(limit))
+
+    @r.get("/sip-traces/{call_id:path}", responses=_TRACE_DOC, response_model=None,
+           summary="SIP trace of one Call-ID (one dialog, JSON or a text ladder)")
+    async def sip_trace(call_id: str, request: Request,
+                        format: str | None = _TRACE_FORMAT,
+                        ) -> Response | dict[str, Any]:
+        doc = backend.sip_dialog(call_id)
+        if doc is None:
+            raise ApiError(Code.NOT_FOUND, f"No SIP trace for Call-ID {call_id}: unknown on "
+                                           f"this node or expired.")
+        return _trace_reply(doc, _wants_ladder(request, format))
 
     # -- CDRs (EV-4 manual re-push) --
     @r.get("/cdrs")

@@ -104,6 +104,15 @@ def _build(args: argparse.Namespace) -> Request:
         if args.app_key:
             repush["app_key"] = args.app_key
         return "POST", "/cdrs/repush", {"json": repush}
+    if g == "trace":
+        fmt = {"format": "json" if args.json else "ladder"}
+        if args.call_id:
+            return "GET", f"/sip-traces/{_q(args.call_id)}", {"params": fmt}
+        if not args.session_id:
+            raise ValueError("give a SESSION_ID or --call-id")
+        return "GET", f"/calls/{_q(args.session_id)}/sip-trace", {"params": fmt}
+    if g == "traces":
+        return "GET", "/sip-traces", {"params": _params(args, "limit")}
     if g == "billing":
         return "GET", "/billing", {"params": _params(args, "since", "until", "account",
                                                      "app_key")}
@@ -131,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     API error, 2 when the node cannot be reached."""
     try:
         method, path, kw = _build(args)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         print(f"voicecall admin: {e}", file=sys.stderr)
         return 2
     api, token = _target(args)
@@ -142,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
     except httpx.HTTPError as e:
         print(f"voicecall admin: cannot reach {api}: {e}", file=sys.stderr)
         return 2
+    if resp.status_code == 200 and resp.headers.get("content-type", "").startswith("text/"):
+        print(resp.text, end="" if resp.text.endswith("\n") else "\n")   # a SIP ladder
+        return 0
     try:
         data = resp.json()
     except ValueError:
@@ -256,6 +268,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--id", type=int, action="append", help="outbox row id (repeatable)")
     p.add_argument("--state", choices=["parked", "delivered"], default="parked")
     p.add_argument("--app-key", dest="app_key")
+
+    tr = groups.add_parser("trace", help="SIP trace of a call as a ladder diagram (or JSON)")
+    tr.set_defaults(admin_cmd="show")
+    tr.add_argument("session_id", nargs="?", help="the API sessionId")
+    tr.add_argument("--call-id", dest="call_id",
+                    help="one SIP Call-ID instead (e.g. a softphone call, see 'admin traces')")
+    tr.add_argument("--json", action="store_true", help="every message in full, as JSON")
+    trs = groups.add_parser("traces", help="recent traced SIP Call-IDs on the node")
+    trs.set_defaults(admin_cmd="list")
+    trs.add_argument("--limit", type=int)
 
     bill = groups.add_parser("billing", help="usage and number rent summary")
     bill.set_defaults(admin_cmd="summary")

@@ -8,7 +8,7 @@ does afterwards arrives as events on the switch's :class:`~switch.events.CallEve
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from switch.events import (
     CallbackRequest,
@@ -25,8 +25,25 @@ __all__ = [
     "CallbackRequest",
     "NotificationRequest",
     "PlayItem",
+    "SipTrace",
     "VerificationRequest",
 ]
+
+SipTrace = dict[str, Any]
+"""A SIP trace as plain JSON-ready data (the switch builds it; the API serves it as is).
+
+Of a session (:meth:`CallBackend.sip_trace`)::
+
+    {"session_id": str,
+     "legs": [{"leg": "A"|"B", "role": "caller"|"callee", "number": str, "call_id": str,
+               "messages": int}],
+     "messages": [{"leg", "call_id", "time" (ISO 8601 UTC), "timestamp" (epoch s),
+                   "direction" ("in"|"out"), "transport", "local", "remote", "first_line",
+                   "text" (the whole message)}],        # all legs merged in time order
+     "ladder": str}                                     # the text ladder diagram
+
+Of one SIP dialog (:meth:`CallBackend.sip_dialog`): ``call_id``, ``session_id`` (or None),
+``messages`` and ``ladder`` as above."""
 
 
 class BackendError(Exception):
@@ -53,3 +70,16 @@ class CallBackend(Protocol):
     async def start_verification(self, req: VerificationRequest) -> None: ...
 
     async def stop_call(self, session_id: str) -> bool: ...
+
+    # SIP traces for the admin API: in memory on the node that ran the call, the last
+    # ``[sip] trace_calls`` Call-IDs; ``None`` when unknown here or expired.
+
+    def sip_trace(self, session_id: str) -> SipTrace | None: ...
+
+    def sip_dialogs(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest traced Call-IDs, newest first: ``call_id``, ``session_id`` (None for a
+        call not started by the API), ``time``, ``timestamp``, ``last_timestamp``,
+        ``direction`` ("inbound"|"outbound"), ``first_line``, ``remote``, ``messages``."""
+        ...
+
+    def sip_dialog(self, call_id: str) -> SipTrace | None: ...

@@ -5,9 +5,11 @@ tests, the benchmark and the kill-and-restart test process; not used in producti
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -28,6 +30,25 @@ from switch.events import (
     LegTimes,
     PartyType,
 )
+from switch.trace import (
+    CallTraces,
+    TracedLeg,
+    TraceEntry,
+    dialog_document,
+    recent_dialogs,
+    session_document,
+)
+
+# What the fake "sends" and "receives" on a leg for each event it emits: (direction, first
+# line), enough for the admin API's SIP-trace views to have something realistic to show.
+_FAKE_SIP: dict[LegEventKind, tuple[tuple[str, str], ...]] = {
+    LegEventKind.CALLOUT: (("out", "INVITE sip:{number}@fake.invalid SIP/2.0"),
+                           ("in", "SIP/2.0 100 Trying")),
+    LegEventKind.ALERTING: (("in", "SIP/2.0 180 Ringing"),),
+    LegEventKind.ANSWER: (("in", "SIP/2.0 200 OK"), ("out", "ACK sip:{number}@fake.invalid SIP/2.0")),
+    LegEventKind.DISCONNECT: (("out", "BYE sip:{number}@fake.invalid SIP/2.0"),
+                              ("in", "SIP/2.0 200 OK")),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +74,9 @@ class FakeBackend:
     requests: list[RequestT] = field(default_factory=list)
     _stops: dict[str, asyncio.Event] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    traces: CallTraces = field(default_factory=CallTraces)
+    _legs: dict[str, dict[Leg, TracedLeg]] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     def _launch(self, req: RequestT, coro_fn: Callable[[RequestT, FakeScript, asyncio.Event],
                                                        object]) -> None:
@@ -106,8 +130,47 @@ class FakeBackend:
         except TimeoutError:
             return False
 
+    # -- SIP traces (synthetic) ----------------------------------------------------------------
+
+    def sip_trace(self, session_id: str) -> dict[str, Any] | None:
+        legs = self._legs.get(session_id)
+        if legs is None:
+            return None
+        return session_document(self.traces, session_id, list(legs.values()))
+
+    def sip_dialogs(self, limit: int = 100) -> list[dict[str, Any]]:
+        return recent_dialogs(self.traces, self._sessions_by_call_id(), limit)
+
+    def sip_dialog(self, call_id: str) -> dict[str, Any] | None:
+        return dialog_document(self.traces, call_id, self._sessions_by_call_id().get(call_id))
+
+    def _sessions_by_call_id(self) -> dict[str, str]:
+        return {t.call_id: sid for sid, legs in self._legs.items() for t in legs.values()}
+
+    def _trace(self, sid: str, leg: Leg, kind: LegEventKind, now: float) -> None:
+        req = next((r for r in self.requests if r.session_id == sid), None)
+        legs = self._legs.setdefault(sid, {})
+        traced = legs.get(leg)
+        if traced is None:
+            callback = isinstance(req, CallbackRequest)
+            role = "caller" if callback and leg is Leg.A else "callee"
+            number = "" if req is None else (
+                req.caller_nbr if isinstance(req, CallbackRequest) and leg is Leg.A
+                else req.callee_nbr)
+            traced = legs[leg] = TracedLeg(leg.value, role, number,
+                                           f"fake{next(self._ids)}@fake.invalid")
+        port = 5071 if leg is Leg.A else 5072
+        for direction, first in _FAKE_SIP.get(kind, ()):
+            line = first.format(number=traced.number)
+            cseq = "2 BYE" if kind is LegEventKind.DISCONNECT else (
+                "1 ACK" if line.startswith("ACK") else "1 INVITE")
+            data = f"{line}\r\nCall-ID: {traced.call_id}\r\nCSeq: {cseq}\r\n\r\n".encode()
+            self.traces.add(traced.call_id, TraceEntry(now, direction, "udp", "127.0.0.1:5060",
+                                                       f"127.0.0.1:{port}", line, data))
+
     def _leg(self, sid: str, leg: Leg, kind: LegEventKind, **kw: object) -> float:
         now = time.time()
+        self._trace(sid, leg, kind, now)
         self.bus.emit(LegEvent(session_id=sid, leg=leg, kind=kind, timestamp=now, **kw))  # type: ignore[arg-type]
         return now
 
