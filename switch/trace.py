@@ -110,6 +110,14 @@ def arrow_label(entry: TraceEntry) -> str:
     return label
 
 
+def _initial_request(entry: TraceEntry) -> bool:
+    """A request outside a dialog (no To tag): its Request-URI is worth showing."""
+    if entry.first_line.startswith("SIP/"):
+        return False
+    to = _header(_headers(entry.data), "to", "t") or ""
+    return ";tag=" not in to.replace(" ", "").lower()
+
+
 def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "~"
 
@@ -179,6 +187,8 @@ def render_ladder(entries: Sequence[tuple[str, TraceEntry]], columns: Sequence[C
         stamp = f"+{e.timestamp - t0:.3f}s"
         line[0:len(stamp)] = stamp
         notes = []
+        if _initial_request(e):
+            notes.append(e.first_line.removesuffix(" SIP/2.0"))   # who was asked for what
         col = cols[[c.key for c in cols].index(key)]
         if col.address and not col.address.endswith(e.remote):
             notes.append(f"{'to' if towards_party else 'from'} {e.transport}:{e.remote}")
