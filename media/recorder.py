@@ -164,7 +164,10 @@ class Recorder:
         duration = self._writer.data_size / RATE
         kept: Path | None = self.path
         if duration < self._min or self._writer.data_size == 0:
-            with contextlib.suppress(FileNotFoundError):
+            # OSError, not only FileNotFoundError: after a failed write the path may not
+            # even be reachable (its directory could not be created), and stop() must not
+            # raise into the call's teardown
+            with contextlib.suppress(OSError):
                 self.path.unlink()
             kept = None
         self._result = RecordingResult(kept, round(duration, 3))
