@@ -278,6 +278,15 @@ class CallService:
 
     async def _admit_and_start(self, app: Row, ctx: CallContext, row: dict[str, Any],
                                start: Callable[[], Any], return_idle: bool) -> dict[str, Any]:
+        # Every line logged from here on about this call (here, in the backend's start, in
+        # the tasks it creates) carries the session and the app.
+        with structlog.contextvars.bound_contextvars(session_id=ctx.session_id,
+                                                     app_key=ctx.app_key):
+            return await self._admit_and_start_bound(app, ctx, row, start, return_idle)
+
+    async def _admit_and_start_bound(self, app: Row, ctx: CallContext, row: dict[str, Any],
+                                     start: Callable[[], Any], return_idle: bool,
+                                     ) -> dict[str, Any]:
         limit = int(app["max_concurrent_calls"])
         if not await self.store.admit_call(row, limit):
             raise ApiError(Code.CONCURRENCY)
@@ -421,6 +430,11 @@ class CallService:
             lambda: self.backend.start_verification(req), body.returnIdlePort == "true")
 
     async def stop(self, app: Row, body: StopBody) -> dict[str, Any]:
+        with structlog.contextvars.bound_contextvars(session_id=body.sessionid,
+                                                     app_key=app["app_key"]):
+            return await self._stop(app, body)
+
+    async def _stop(self, app: Row, body: StopBody) -> dict[str, Any]:
         call = await self.store.get_call(body.sessionid)
         if call is None or call["app_key"] != app["app_key"] or call["ended_at"] is not None:
             raise ApiError(Code.NOT_FOUND,
@@ -428,4 +442,5 @@ class CallService:
         if not await self.backend.stop_call(body.sessionid):
             raise ApiError(Code.NOT_FOUND,
                            "Invalid request.sessionid does not exist or the call has ended.")
+        log.info("call_stop_requested")
         return {"resultcode": "0", "resultdesc": "Success"}

@@ -89,6 +89,10 @@ class EventSink:
         task.add_done_callback(self._tasks.discard)
 
     async def _recover(self, session_id: str) -> None:
+        with structlog.contextvars.bound_contextvars(session_id=session_id):
+            await self._recover_bound(session_id)
+
+    async def _recover_bound(self, session_id: str) -> None:
         ctx: CallContext | None = None
         try:
             call = await self.store.get_call(session_id)
@@ -105,6 +109,13 @@ class EventSink:
             self._dispatch(ctx, ev)
 
     def _dispatch(self, ctx: CallContext, event: CallEvent) -> None:
+        # The push and close tasks spawned here copy this context: their log lines (push
+        # failures, the close, the CDR) carry the call's session and app.
+        with structlog.contextvars.bound_contextvars(session_id=ctx.session_id,
+                                                     app_key=ctx.app_key):
+            self._dispatch_bound(ctx, event)
+
+    def _dispatch_bound(self, ctx: CallContext, event: CallEvent) -> None:
         if isinstance(event, LegEvent):
             self._push(ctx, self.status_body(ctx, event))
         elif isinstance(event, CollectInfo):
