@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import structlog
 
-from control_api.pusher import PushTarget, post_json
+from control_api.pusher import Delivery, DeliveryObserver, PushTarget, post_json
 from control_api.storage.repo import Row, Store
 
 log = structlog.get_logger("voicecall.outbox")
@@ -45,7 +45,7 @@ class CdrOutbox:
     def __init__(self, store: Store, client: httpx.AsyncClient, app_lookup: AppLookup, *,
                  node: str, timeout_s: float, retry_interval_s: float, max_retries: int,
                  batch_delay_s: float, poll_s: float, lease_s: float,
-                 beijing_time: bool) -> None:
+                 beijing_time: bool, observe: DeliveryObserver | None = None) -> None:
         self.store = store
         self.client = client
         self.app_lookup = app_lookup
@@ -57,6 +57,7 @@ class CdrOutbox:
         self.poll_s = poll_s
         self.lease_s = max(lease_s, timeout_s * 2)
         self.beijing_time = beijing_time
+        self.observe = observe
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sem = asyncio.Semaphore(32)
@@ -128,19 +129,27 @@ class CdrOutbox:
         return len(claim.rows)
 
     async def _deliver(self, batch: list[Row]) -> tuple[bool, str]:
+        # A batch carries up to 50 calls: every session id is on the line, and session_id
+        # too when there is one, so a search by session finds the usual single-CDR push.
+        sids = [str(r["session_id"]) for r in batch]
+        blog = log.bind(app_key=batch[0]["app_key"], session_ids=sids,
+                        **({"session_id": sids[0]} if len(sids) == 1 else {}))
         app = await self.app_lookup(batch[0]["app_key"])
         if app is None:
-            return False, "app no longer exists"
-        target = PushTarget(batch[0]["fee_url"], app["app_key"], app["app_secret"],
-                            bool(app["push_sign_newlines"]))
-        body: dict[str, Any] = {"eventType": "fee",
-                                "feeLst": [json.loads(r["payload"]) for r in batch]}
-        async with self._sem:
-            ok, reason = await post_json(self.client, target, body, self.timeout_s,
-                                         self.beijing_time)
-        if ok:
-            log.info("cdr_delivered", count=len(batch), app_key=batch[0]["app_key"])
+            d = Delivery(False, "app no longer exists", "error", None)
         else:
-            log.warning("cdr_push_failed", count=len(batch), app_key=batch[0]["app_key"],
-                        reason=reason, attempt=int(batch[0]["attempts"]) + 1)
-        return ok, reason
+            target = PushTarget(batch[0]["fee_url"], app["app_key"], app["app_secret"],
+                                bool(app["push_sign_newlines"]))
+            body: dict[str, Any] = {"eventType": "fee",
+                                    "feeLst": [json.loads(r["payload"]) for r in batch]}
+            async with self._sem:
+                d = await post_json(self.client, target, body, self.timeout_s,
+                                    self.beijing_time)
+        if self.observe is not None:
+            self.observe("cdr", d)
+        if d.ok:
+            blog.info("cdr_delivered", count=len(batch))
+        else:
+            blog.warning("cdr_push_failed", count=len(batch), result=d.result, reason=d.reason,
+                         attempt=int(batch[0]["attempts"]) + 1)
+        return d.ok, d.reason

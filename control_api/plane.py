@@ -28,7 +28,8 @@ from control_api.auth import Authenticator, settings_from_config
 from control_api.backend import CallBackend
 from control_api.config import Config, LoadedConfig
 from control_api.http import ApiContext
-from control_api.metrics import ControlMetrics
+from control_api.looplag import LoopLagMonitor
+from control_api.metrics import ControlMetrics, GaugeSampler
 from control_api.outbox import CdrOutbox
 from control_api.playfiles import validate_play_file
 from control_api.pusher import StatusPusher
@@ -43,6 +44,10 @@ from switch.events import CallEnded, CallEventBus, LegTimes
 log = structlog.get_logger("voicecall.plane")
 
 RETENTION_PERIOD_S = 3600.0
+# How often the outbox depth and the per-app ports in use are read from the database for
+# /metrics: two small index reads, cheap enough to run often, and a gauge scraped every
+# 15 s is never more than this stale.
+GAUGE_SAMPLE_INTERVAL_S = 2.0
 
 
 def record_domain_of(config: Config) -> str:
@@ -101,9 +106,11 @@ async def load_config_into_store(config: Config, store: Store) -> list[str]:
 
 class ControlPlane:
     def __init__(self, loaded: LoadedConfig, backend: CallBackend, events: CallEventBus, *,
-                 listen: str | None = None, registry: CollectorRegistry | None = None) -> None:
+                 listen: str | None = None, registry: CollectorRegistry | None = None,
+                 gauge_sample_interval_s: float = GAUGE_SAMPLE_INTERVAL_S) -> None:
         self.config = loaded.config
         self.registry = registry
+        self.gauge_sample_interval_s = gauge_sample_interval_s
         self.backend = backend
         self.events = events
         self.listen = listen
@@ -123,6 +130,8 @@ class ControlPlane:
         self.sink: EventSink | None = None
         self.api: ApiServer | None = None
         self.metrics: ControlMetrics | None = None
+        self.sampler: GaugeSampler | None = None
+        self.loop_lag: LoopLagMonitor | None = None
         self._unsubscribe: Any = None
         self._retention: asyncio.Task[None] | None = None
         self.warnings: list[str] = []
@@ -144,14 +153,23 @@ class ControlPlane:
         self.client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             follow_redirects=False, trust_env=False)
+        metrics = self.metrics = ControlMetrics(cfg.node.name, self._metric_values,
+                                                self.registry)
+        self.loop_lag = LoopLagMonitor(metrics.observe_loop_lag)
+        self.loop_lag.start()
+        self.sampler = GaugeSampler(self.store.sample_gauges, metrics.set_sample,
+                                    self.gauge_sample_interval_s)
+        await self.sampler.sample_once()      # the first scrape already has the values
+        self.sampler.start()
         wh = cfg.webhooks
-        self.pusher = StatusPusher(self.client, wh.timeout_s, wh.push_created_beijing_time)
+        self.pusher = StatusPusher(self.client, wh.timeout_s, wh.push_created_beijing_time,
+                                   observe=metrics.observe_delivery)
         self.outbox = CdrOutbox(
             self.store, self.client, self.store.get_app, node=cfg.node.name,
             timeout_s=wh.timeout_s, retry_interval_s=wh.cdr_retry_interval_s,
             max_retries=wh.cdr_max_retries, batch_delay_s=wh.cdr_batch_delay_s,
             poll_s=wh.outbox_poll_s, lease_s=wh.cdr_lease_s,
-            beijing_time=wh.push_created_beijing_time)
+            beijing_time=wh.push_created_beijing_time, observe=metrics.observe_delivery)
         self.sink = EventSink(self.store, self.sessions, self.pusher, self.outbox,
                               self.recordings, host_name=cfg.node.name,
                               record_domain=self.record_domain,
@@ -159,18 +177,14 @@ class ControlPlane:
         await self._close_orphans()
         self._unsubscribe = self.events.subscribe(self.sink.on_event)
         self.outbox.start()
-        self.metrics = ControlMetrics(cfg.node.name, self._metric_values, self.registry)
         ctx = ApiContext(config=cfg, store=self.store, service=self.service, auth=self.auth,
                          recordings=self.recordings, record_domain=self.record_domain,
-                         nudge_outbox=self.outbox.nudge, metrics=self.metrics)
+                         nudge_outbox=self.outbox.nudge, metrics=metrics)
         self.api = await start_api(ctx, self.listen)
         self._retention = asyncio.create_task(self._retention_loop(), name="recording-retention")
 
     def _metric_values(self) -> dict[str, float]:
-        p, o = self.pusher, self.outbox
-        return {"status_ok": p.sent if p else 0, "status_failed": p.failed if p else 0,
-                "cdr_delivered": o.delivered if o else 0, "cdr_failed": o.failed if o else 0,
-                "calls_live": len(self.sessions)}
+        return {"calls_live": len(self.sessions)}
 
     async def _close_orphans(self) -> None:
         """Calls this node had in progress when it died can no longer progress: close them
@@ -234,6 +248,10 @@ class ControlPlane:
                 await self.pusher.close()
         if self.outbox is not None:
             await self.outbox.stop()
+        if self.sampler is not None:
+            await self.sampler.stop()
+        if self.loop_lag is not None:
+            await self.loop_lag.stop()
         if self.client is not None:
             await self.client.aclose()
         await self.db.close()
@@ -241,7 +259,10 @@ class ControlPlane:
 
 async def build_control_plane(loaded_config: LoadedConfig, backend: CallBackend,
                               events: CallEventBus, *, listen: str | None = None,
-                              registry: CollectorRegistry | None = None) -> ControlPlane:
+                              registry: CollectorRegistry | None = None,
+                              gauge_sample_interval_s: float = GAUGE_SAMPLE_INTERVAL_S,
+                              ) -> ControlPlane:
     """Create (not yet start) the control plane. ``listen`` overrides ``[api] listen``
     (tests use ``127.0.0.1:0``)."""
-    return ControlPlane(loaded_config, backend, events, listen=listen, registry=registry)
+    return ControlPlane(loaded_config, backend, events, listen=listen, registry=registry,
+                        gauge_sample_interval_s=gauge_sample_interval_s)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,28 @@ def push_headers(target: PushTarget, now: float, beijing_time: bool) -> dict[str
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outcome of one webhook POST. ``result`` is the metric label: ``ok``; ``http_error``
+    (the receiver answered but refused: not HTTP 200, or ``resultcode`` ≠ "0"); ``timeout``
+    (no complete answer within the timeout); ``error`` (any other failure: connection refused
+    or reset, bad response, nothing to post to). ``seconds``: the HTTP exchange only (None
+    when no request was made)."""
+
+    ok: bool
+    reason: str
+    result: str
+    seconds: float | None
+
+
+# (kind "status" | "cdr", outcome) → counted by the control-plane metrics
+DeliveryObserver = Callable[[str, Delivery], None]
+
+
+def _ignore(_kind: str, _d: Delivery) -> None:
+    pass
+
+
 def receiver_accepted(status: int, body: bytes) -> tuple[bool, str]:
     if status != 200:
         return False, f"HTTP {status}"
@@ -53,26 +76,35 @@ def receiver_accepted(status: int, body: bytes) -> tuple[bool, str]:
 
 
 async def post_json(client: httpx.AsyncClient, target: PushTarget, body: dict[str, Any],
-                    timeout_s: float, beijing_time: bool) -> tuple[bool, str]:
-    """POST once. Returns (success, reason). Never raises for network problems."""
+                    timeout_s: float, beijing_time: bool) -> Delivery:
+    """POST once. Never raises for network problems."""
     payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    headers = push_headers(target, time.time(), beijing_time)
+    t0 = time.perf_counter()
     try:
-        resp = await client.post(target.url, content=payload,
-                                 headers=push_headers(target, time.time(), beijing_time),
+        resp = await client.post(target.url, content=payload, headers=headers,
                                  timeout=timeout_s)
+    except httpx.TimeoutException as e:
+        return Delivery(False, f"{type(e).__name__}: {e}"[:300], "timeout",
+                        time.perf_counter() - t0)
     except httpx.HTTPError as e:
-        return False, f"{type(e).__name__}: {e}"[:300]
-    return receiver_accepted(resp.status_code, resp.content)
+        return Delivery(False, f"{type(e).__name__}: {e}"[:300], "error",
+                        time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    ok, reason = receiver_accepted(resp.status_code, resp.content)
+    return Delivery(ok, reason, "ok" if ok else "http_error", seconds)
 
 
 class StatusPusher:
     """One chain of pushes per session: a new push waits for the previous one of the same call
     (order), pushes of different calls run concurrently. Failures are logged, never retried."""
 
-    def __init__(self, client: httpx.AsyncClient, timeout_s: float, beijing_time: bool) -> None:
+    def __init__(self, client: httpx.AsyncClient, timeout_s: float, beijing_time: bool,
+                 observe: DeliveryObserver = _ignore) -> None:
         self._client = client
         self._timeout = timeout_s
         self._beijing = beijing_time
+        self._observe = observe
         self._tails: dict[str, asyncio.Task[None]] = {}
         self.sent = 0
         self.failed = 0
@@ -91,13 +123,15 @@ class StatusPusher:
                           target: PushTarget, body: dict[str, Any]) -> None:
         if prev is not None:
             await asyncio.gather(prev, return_exceptions=True)
-        ok, reason = await post_json(self._client, target, body, self._timeout, self._beijing)
-        if ok:
+        d = await post_json(self._client, target, body, self._timeout, self._beijing)
+        self._observe("status", d)
+        if d.ok:
             self.sent += 1
         else:
             self.failed += 1
-            log.warning("status_push_failed", session_id=session_id,
-                        event_type=body.get("eventType"), url=target.url, reason=reason)
+            log.bind(session_id=session_id, app_key=target.app_key).warning(
+                "status_push_failed", event_type=body.get("eventType"), url=target.url,
+                result=d.result, reason=d.reason)
 
     async def drain(self) -> None:
         while self._tails:

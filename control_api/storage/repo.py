@@ -40,6 +40,23 @@ class OutboxClaim:
     rows: tuple[Row, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class AppUsage:
+    app_key: str
+    in_use: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class GaugeSample:
+    """What the metrics sampler reads from the shared database (cluster-wide values)."""
+
+    cdr_pending: int
+    cdr_parked: int
+    oldest_pending_ms: int | None     # created_at of the oldest pending CDR, epoch ms
+    apps: tuple[AppUsage, ...]
+
+
 class _Refused(Exception):
     """Rolls back an admission that found the app at its limit."""
 
@@ -505,6 +522,24 @@ class Store:
                                             lease_owner=None, lease_until=None))
             return int(r.rowcount)
         return await self._write(_op)
+
+    async def sample_gauges(self) -> GaugeSample:
+        """Outbox depth by state, the oldest pending CDR, and every app's ports in use against
+        its limit. Cheap: the outbox part reads the (state, next_attempt_at) index range of the
+        undelivered rows only; one row per app for the rest."""
+        o, c, a = t.cdr_outbox, t.concurrency, t.apps
+        outbox_q = (select(o.c.state, func.count(), func.min(o.c.created_at))
+                    .where(o.c.state.in_(("pending", "parked"))).group_by(o.c.state))
+        apps_q = (select(c.c.app_key, c.c.in_use, a.c.max_concurrent_calls)
+                  .join_from(c, a, a.c.app_key == c.c.app_key).order_by(c.c.app_key))
+        def _op(conn: Connection) -> GaugeSample:
+            by_state = {str(r[0]): (int(r[1]), r[2]) for r in conn.execute(outbox_q).all()}
+            apps = tuple(AppUsage(str(r[0]), int(r[1]), int(r[2]))
+                         for r in conn.execute(apps_q).all())
+            pending, oldest = by_state.get("pending", (0, None))
+            return GaugeSample(pending, by_state.get("parked", (0, None))[0],
+                               int(oldest) if oldest is not None else None, apps)
+        return await self._read(_op)
 
     async def list_cdrs(self, *, state: str | None = None, app_key: str | None = None,
                         session_id: str | None = None, limit: int = 100,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from control_api.fake_backend import FakeScript
-from tests.integration.control_api.conftest import NodeFactory
+from tests.integration.control_api.conftest import Node, NodeFactory
 from tests.integration.control_api.helpers import (
     ADMIN_TOKEN,
     APP_KEY,
@@ -28,6 +28,19 @@ TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 
 def urls(rx: Receiver, status: str = "/status", fee: str = "/fee") -> dict[str, str]:
     return {"statusUrl": b64(rx.url(status)), "feeUrl": b64(rx.url(fee))}
+
+
+async def deliveries(node: Node, kind: str) -> dict[str, float]:
+    """voicecall_webhook_deliveries_total of ``kind`` by result, from GET /metrics (every
+    result is exposed from the start, so a missing one is a failure)."""
+    text = (await node.http.get("/metrics")).text
+    out: dict[str, float] = {}
+    for result in ("ok", "http_error", "timeout", "error"):
+        series = (f'voicecall_webhook_deliveries_total{{kind="{kind}",node="vc1",'
+                  f'result="{result}"}} ')
+        line = next(ln for ln in text.splitlines() if ln.startswith(series))
+        out[result] = float(line[len(series):])
+    return out
 
 
 async def test_callback_status_sequence_and_cdr(make_node: NodeFactory, receiver: Receiver
@@ -110,6 +123,9 @@ async def test_status_push_not_retried(make_node: NodeFactory, receiver: Receive
     await receiver.wait_for(lambda: len(receiver.on("/fee")) == 1)
     await asyncio.sleep(1.0)
     assert len(receiver.on("/status")) == 8    # each event once, none repeated
+    assert node.plane.pusher is not None and node.plane.pusher.failed == 8
+    assert await deliveries(node, "status") == {"ok": 0, "http_error": 8, "timeout": 0,
+                                                "error": 0}
 
 
 async def test_status_order_per_call_concurrent_across_calls(make_node: NodeFactory,
@@ -148,6 +164,10 @@ async def test_cdr_retried_then_recovers(make_node: NodeFactory, receiver: Recei
     assert all(g >= 0.45 for g in gaps), gaps    # cdr_retry_interval_s = 0.5
     await asyncio.sleep(1.0)
     assert len(receiver.on("/fee")) == n + 1     # delivered once, not again
+    # HTTP 500 and resultcode "1" are answers that refuse; a hang times out (timeout_s = 1)
+    failed_as = "timeout" if failure == "hang" else "http_error"
+    assert await deliveries(node, "cdr") == {"ok": 1, "http_error": 0, "timeout": 0,
+                                             "error": 0, failed_as: n}
 
 
 async def test_cdr_parked_after_max_retries_then_manual_repush(make_node: NodeFactory,
@@ -281,7 +301,8 @@ async def test_metrics_endpoint(make_node: NodeFactory, receiver: Receiver) -> N
     expect(await post(node, CB, cb_body(calleeNbr="+85212345678")), 400, "1010002")
     await receiver.wait_for(lambda: len(receiver.on("/fee")) == 1)
     for _ in range(100):
-        if node.plane.outbox and node.plane.outbox.delivered == 1:
+        if (node.plane.outbox and node.plane.outbox.delivered == 1 and node.plane.pusher
+                and node.plane.pusher.sent == 8):
             break
         await asyncio.sleep(0.05)
     r = await node.http.get("/metrics")
@@ -290,12 +311,21 @@ async def test_metrics_endpoint(make_node: NodeFactory, receiver: Receiver) -> N
     assert 'voicecall_api_requests_total{node="vc1",operation="callback",resultcode="0"} 1.0' \
         in text
     assert 'operation="callback",resultcode="1010002"} 1.0' in text
-    assert 'voicecall_status_pushes_total{node="vc1",outcome="ok"} 8.0' in text
-    assert 'voicecall_cdr_push_items_total{node="vc1",outcome="delivered"} 1.0' in text
+    # (prometheus_client writes labels in name order)
+    assert 'voicecall_webhook_deliveries_total{kind="status",node="vc1",result="ok"} 8.0' \
+        in text
+    assert 'voicecall_webhook_deliveries_total{kind="cdr",node="vc1",result="ok"} 1.0' in text
+    for kind in ("status", "cdr"):
+        for result in ("http_error", "timeout", "error"):
+            assert (f'voicecall_webhook_deliveries_total{{kind="{kind}",node="vc1",'
+                    f'result="{result}"}} 0.0') in text
+    assert 'voicecall_webhook_delivery_seconds_count{kind="status",node="vc1"} 8.0' in text
+    assert 'voicecall_webhook_delivery_seconds_count{kind="cdr",node="vc1"} 1.0' in text
+    assert "voicecall_status_pushes" not in text and "voicecall_cdr_push_items" not in text
     assert "voicecall_api_request_seconds_bucket" in text
     # the exposition format is valid for Prometheus itself
     proc = await asyncio.create_subprocess_exec(
         "promtool", "check", "metrics", stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(r.content), 30)
-    assert proc.returncode == 0, (out, err)
+    assert proc.returncode == 0 and not out.strip() and not err.strip(), (out, err)
