@@ -6,8 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Programs the product uses at run time (TTS, audio conversion, WAV I/O).
 DEB_RUN := espeak-ng sox libsndfile1
-# Real peers the tests drive: SIPp, baresip, Prometheus (promtool), Kamailio.
-DEB_TEST := $(DEB_RUN) sip-tester baresip prometheus kamailio
+# Real peers the tests drive: SIPp, baresip, Prometheus (promtool), Kamailio; systemd for
+# systemd-analyze (deploy/systemd unit checks).
+DEB_TEST := $(DEB_RUN) sip-tester baresip prometheus kamailio systemd
 
 .PHONY: run test lint typecheck unit integration bench deps-run deps-test clean
 
