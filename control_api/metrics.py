@@ -113,7 +113,8 @@ class _PlaneCollector(Collector):
 class ControlMetrics:
     def __init__(self, node: str, read: Callable[[], dict[str, float]],
                  registry: CollectorRegistry | None = None, *,
-                 started_at: float | None = None) -> None:
+                 started_at: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.node = node
         # The daemon passes the node's one registry (switch + media + control series on one
         # /metrics); a plane started alone (tests) gets its own.
@@ -144,8 +145,8 @@ class ControlMetrics:
             node, package_version(), platform.python_version()).set(1)
         Gauge("voicecall_start_time_seconds", "When this node's control plane started, epoch "
               "seconds", ["node"], registry=r).labels(node).set(
-            started_at if started_at is not None else time.time())
-        r.register(_PlaneCollector(node, read, lambda: self.sample))
+            started_at if started_at is not None else clock())
+        r.register(_PlaneCollector(node, read, lambda: self.sample, clock))
         register_runtime_collectors(r)
 
     def observe(self, operation: str, resultcode: str, seconds: float) -> None:
