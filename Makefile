@@ -9,8 +9,10 @@ DEB_RUN := espeak-ng sox libsndfile1
 # Real peers the tests drive: SIPp, baresip, Prometheus (promtool), Kamailio; systemd for
 # systemd-analyze (deploy/systemd unit checks).
 DEB_TEST := $(DEB_RUN) sip-tester baresip prometheus kamailio systemd
+# What `make bench` needs: SIPp, rtpengine (the anchor), gcc (bench/media.py's RTP generator).
+DEB_BENCH := $(DEB_RUN) sip-tester rtpengine-daemon gcc
 
-.PHONY: run test lint typecheck unit integration bench deps-run deps-test clean
+.PHONY: run test lint typecheck unit integration bench deps-run deps-test deps-bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,9 @@ deps-run:
 
 deps-test:
 	@./.ci/apt-install $(DEB_TEST)
+
+deps-bench:
+	@./.ci/apt-install $(DEB_BENCH)
 
 run: deps-run $(VENV)/.installed
 	$(BIN)/voicecall serve $(if $(CONFIG),--config $(CONFIG),)
@@ -41,8 +46,9 @@ test: deps-test $(VENV)/.installed lint typecheck
 unit: $(VENV)/.installed
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-bench: deps-test $(VENV)/.installed
-	$(BIN)/python bench/run_all.py
+# BENCH_ARGS=--quick for the short run; --json FILE to keep the results.
+bench: deps-bench $(VENV)/.installed
+	bench/run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

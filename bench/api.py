@@ -290,7 +290,8 @@ def sipp_calls(stat_file: Path) -> str:
             f"{row.get('FailedCall(C)', '?')} failed (cumulative)")
 
 
-async def switch_bench(tmp: Path, rate: float, seconds: float, receiver: Receiver) -> None:
+async def switch_bench(tmp: Path, rate: float, seconds: float,
+                       receiver: Receiver) -> dict[str, object]:
     sip_port, gw_port, api_port = free_port_pair(), free_port_pair(), free_port()
     scen = tmp / "busy_uas.xml"
     scen.write_text(BUSY_UAS)
@@ -364,6 +365,15 @@ async def switch_bench(tmp: Path, rate: float, seconds: float, receiver: Receive
               f"{max(0, 2 * ok - pushes)} status pushes")
         print(f"daemon CPU: {cpu:.2f} s over the window = {cpu / n * 1000:.2f} ms per request "
               f"({cpu / window * 100:.0f}% of one core); bench client itself: {own:.2f} s CPU")
+        result: dict[str, object] = {
+            "rate": rate, "seconds": seconds, "requests": n, "sent_rate": n / sent,
+            "answered_after_s": elapsed, "p50_ms": pct(latencies, 50),
+            "p90_ms": pct(latencies, 90), "p99_ms": pct(latencies, 99),
+            "max_ms": max(latencies), "codes": dict(sorted(codes.items())),
+            "status_pushes": pushes, "cdrs": n_cdrs, "missing_cdrs": max(0, ok - n_cdrs),
+            "missing_status": max(0, 2 * ok - pushes), "daemon_cpu_ms_per_request": cpu / n * 1000,
+            "daemon_cpu_pct": cpu / window * 100, "client_cpu_s": own,
+            "load_avg_1m": os.getloadavg()[0]}
         if daemon.proc.poll() is not None:
             print(f"daemon EXITED with {daemon.proc.returncode}")
         ready = next((i for i, ln in enumerate(daemon.output) if "voicecall ready" in ln), 0)
@@ -382,6 +392,8 @@ async def switch_bench(tmp: Path, rate: float, seconds: float, receiver: Receive
                 sipp.wait()
         sipp_log.close()
     print(f"sipp UAS: {sipp_calls(stat)}")
+    result["sipp"] = sipp_calls(stat)
+    return result
 
 
 async def main() -> None:
@@ -394,6 +406,7 @@ async def main() -> None:
                     help="also push the 8 status events of every call to the receiver")
     ap.add_argument("--switch", action="store_true",
                     help="real daemon originating every click2Call to a SIPp UAS (486 Busy)")
+    ap.add_argument("--json", help="--switch: write the measured numbers to this file")
     args = ap.parse_args()
     import structlog
     devnull = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
@@ -401,8 +414,10 @@ async def main() -> None:
     receiver = await Receiver().start()
     if args.switch:
         with tempfile.TemporaryDirectory() as d:
-            await switch_bench(Path(d), args.rate, args.seconds, receiver)
+            result = await switch_bench(Path(d), args.rate, args.seconds, receiver)
         await receiver.stop()
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

@@ -594,6 +594,7 @@ def main() -> int:
                     help="Python run in the daemon before it starts (experiments, e.g. "
                          "'import gc; gc.freeze()')")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (SIPp files)")
+    ap.add_argument("--json", help="write every step and the per-series limits to this file")
     args = ap.parse_args()
     rates = ([int(r) for r in args.rates.split(",")] if args.rates
              else list(QUICK_RATES if args.quick else FULL_RATES))
@@ -648,6 +649,8 @@ def main() -> int:
                     if not s.rising and not args.keep_going:
                         break
         summarize(results, skipped)
+        if args.json:
+            write_json(Path(args.json), results, skipped, rates, args.duration, args.hold)
         if args.profile:
             clean = [s for s in results.get("sw-notrace", []) if s.clean]
             rate = args.profile_rate or (clean[-1].offered if clean else rates[0])
@@ -660,6 +663,32 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"\ntotal wall time {time.monotonic() - started:.0f} s")
     return 0
+
+
+def highest_rate(steps: list[Step], ok: str) -> tuple[int | None, bool]:
+    """(highest offered rate of the leading run of steps that satisfy ``ok``, whether every
+    tested step satisfied it, i.e. the limit was not reached)."""
+    best = None
+    for s in steps:
+        if not getattr(s, ok):
+            return best, False
+        best = s.offered
+    return best, bool(steps)
+
+
+def write_json(path: Path, results: dict[str, list[Step]], skipped: list[str],
+               rates: list[int], duration: float, hold_ms: int) -> None:
+    import json
+    from dataclasses import asdict
+
+    out = {"rates": rates, "duration_s": duration, "hold_ms": hold_ms, "skipped": skipped,
+           "series": {k: [asdict(s) for s in v] for k, v in results.items()}, "limits": {}}
+    for series, steps in results.items():
+        clean, clean_all = highest_rate(steps, "clean")
+        kept, kept_all = highest_rate(steps, "keeps_up")
+        out["limits"][series] = {"zero_failures": clean, "zero_failures_not_reached": clean_all,
+                                 "kept_up": kept, "kept_up_not_reached": kept_all}
+    path.write_text(json.dumps(out, indent=2))
 
 
 def summarize(results: dict[str, list[Step]], skipped: list[str]) -> None:

@@ -249,6 +249,15 @@ def offer_for(port: int) -> str:
             f"m=audio {port} RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n")
 
 
+def rss_kib() -> int:
+    """This process's resident set (VmRSS), KiB."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -260,6 +269,7 @@ async def run_step(engine: Any, gen: GenClient, mode: str, n: int, duration: flo
 
     legs = 2 * n if mode in ("bridge", "record") else n
     ports = (await gen.call(30, cmd="open", n=legs))["ports"]
+    rss0 = rss_kib()
     eps: list[MediaEndpoint] = []
     recorders = []
     try:
@@ -285,6 +295,7 @@ async def run_step(engine: Any, gen: GenClient, mode: str, n: int, duration: flo
         res = await gen.call(duration + 60, cmd="run", targets=[ep.port for ep in eps],
                              duration=duration, send=mode != "prompts")
         c1, w1 = cpu_s(), time.monotonic()
+        rss1 = rss_kib()
         relayed = sum(ep.stats.packets_sent for ep in eps) - sent0
         ticks = clock.ticks_run
         out: dict[str, Any] = {
@@ -298,6 +309,9 @@ async def run_step(engine: Any, gen: GenClient, mode: str, n: int, duration: flo
             "gen_cpu_pct": 100 * res["gen_cpu_s"] / (w1 - w0),
             "gen_late_p99_ms": res["gen_late_p99_ms"],
             "gen_late_max_ms": res["gen_late_max_ms"],
+            # engine process RSS before the endpoints were opened and after the traffic;
+            # Python keeps freed memory, so only a step bigger than all before it shows growth
+            "rss_kib_before": rss0, "rss_kib_after": rss1,
         }
         if mode in ("bridge", "record"):
             sent, received = res["sent"], res["received"]
@@ -360,6 +374,7 @@ async def engine_main(args: argparse.Namespace) -> None:
           flush=True)
     started = time.monotonic()
     summary: dict[str, Any] = {}
+    results: list[dict[str, Any]] = []
     try:
         modes = ["bridge", "record", "prompts"] if args.mode == "all" else [args.mode]
         for mode in modes:
@@ -372,6 +387,7 @@ async def engine_main(args: argparse.Namespace) -> None:
                     break
                 r = await run_step(engine, gen, mode, n, args.duration, data_dir)
                 print(json.dumps(r), flush=True)
+                results.append(r)
                 print(f"# {mode} N={n}: lost={r['lost']} jitter_p99={r['jitter_p99_ms']:.2f} ms "
                       f"engine_cpu={r['engine_cpu_pct']:.0f}% "
                       f"cpu/pkt={r['cpu_us_per_packet'] or 0:.1f} us "
@@ -395,6 +411,11 @@ async def engine_main(args: argparse.Namespace) -> None:
     print(f"# highest N: 'pass' = 0 loss and p99 added jitter / pacing error <= "
           f"{JITTER_LIMIT_MS} ms at every step up to it; 'lossless' = 0 loss:",
           json.dumps(summary), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "summary": summary, "steps": results, "jitter_limit_ms": JITTER_LIMIT_MS,
+            "duration_s": args.duration, "generator": "c" if native else "python",
+            "uvloop": not args.no_uvloop}, indent=2))
 
 
 DEFAULT_STEPS = {
@@ -579,6 +600,7 @@ def main() -> None:
     ap.add_argument("--gen", choices=["auto", "c", "python"], default="auto",
                     help="traffic generator: native C (built with gcc, leaves the CPU to the "
                     "engine) or Python")
+    ap.add_argument("--json", help="write the steps and the summary to this file")
     args = ap.parse_args()
     if args.role == "gen":
         generator_main()
