@@ -23,9 +23,9 @@ PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 DASHBOARD = DEPLOY / "grafana" / "voicecall-dashboard.json"
 README = DEPLOY / "README.md"
 
-# Series that are not voicecall's own but may be queried: Prometheus's scrape health and the
-# standard process collector on the node registry.
-FOREIGN = re.compile(r"^(up|process_[a-z_]+)$")
+# Series that are not voicecall's own but may be queried: Prometheus's scrape health and
+# prometheus_client's standard process, GC and platform collectors on the node registry.
+FOREIGN = re.compile(r"^(up|process_[a-z_]+|python_[a-z_]+)$")
 
 _KEYWORDS = frozenset({
     "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
@@ -160,8 +160,10 @@ _LABEL_NAME = re.compile(r'([A-Za-z_]\w*)="(?:[^"\\]|\\.)*"')
 
 
 def parse_exposition(text: str) -> dict[str, Family]:
-    """Families of a Prometheus text exposition by TYPE name, with the label names of their
-    samples (``le`` of histogram buckets and ``*_created`` samples left out)."""
+    """Families of a Prometheus text exposition by TYPE name, with the sorted label names of
+    their samples (prometheus_client prints labels sorted, so declaration order is not
+    observable). ``le`` of histogram buckets is left out, and so are the ``*_created``
+    gauges prometheus_client adds next to each counter and histogram."""
     fams: dict[str, Family] = {}
     for line in text.splitlines():
         if line.startswith("# TYPE "):
@@ -174,7 +176,14 @@ def parse_exposition(text: str) -> dict[str, Family]:
         sample, labels = m.group(1), m.group(2) or ""
         for fam in fams.values():
             if sample in fam.sample_names():
-                fam.label_sets.add(tuple(n for n in _LABEL_NAME.findall(labels) if n != "le"))
+                fam.label_sets.add(tuple(sorted(n for n in _LABEL_NAME.findall(labels)
+                                                if n != "le")))
+    for name in [n for n in fams if n.endswith("_created")]:
+        base = name[:-len("_created")]
+        if fams[name].type == "gauge" and (
+                fams.get(base + "_total", Family("", "", set())).type == "counter"
+                or fams.get(base, Family("", "", set())).type in ("histogram", "summary")):
+            del fams[name]
     return fams
 
 
