@@ -10,6 +10,7 @@ CANCEL, final responses are mapped, re-INVITE/UPDATE offers and INFO are relayed
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 
 import structlog
@@ -27,9 +28,12 @@ from switch.leg import (
     LegOfferRejected,
     LegRinging,
 )
+from switch.metrics import SwitchMetrics, sip_class
 from switch.ua import CallerIdentity, UserAgent
 
 log = structlog.get_logger("voicecall.b2bua")
+
+SERVICE = "b2bua"   # the service label of B2BUA calls in the metrics
 
 
 def map_final_status(status: int) -> tuple[int, str | None]:
@@ -61,9 +65,25 @@ class BridgedCall:
         self.log = log.bind(call_id=self.a.call_id, b_call_id=self.b.call_id)
 
 
+def leg_outcome(leg: Leg, ev: LegFailed | LegEnded) -> str:
+    """``call_outcomes_total`` state_code of a B2BUA leg: the class of the final response on
+    its INVITE ("2xx" once answered), "0" when none went over the wire (B: a local timeout,
+    transport failure or no route)."""
+    if leg.answered:
+        return "2xx"
+    if isinstance(ev, LegFailed):
+        return sip_class(ev.status if ev.response is not None else None)
+    # Inbound A: a status ≥ 300 is the final response we rejected (or a CANCEL made us
+    # send) it with; otherwise our 2xx went out and the call ended later.
+    if ev.status is not None and ev.status >= 300:
+        return sip_class(ev.status)
+    return "2xx"
+
+
 class B2bua:
-    def __init__(self, ua: UserAgent) -> None:
+    def __init__(self, ua: UserAgent, *, metrics: SwitchMetrics | None = None) -> None:
         self.ua = ua
+        self.metrics = metrics if metrics is not None else ua.metrics
         self.calls: dict[int, BridgedCall] = {}
         ua.on_incoming_call = self.on_incoming_call
 
@@ -76,6 +96,14 @@ class B2bua:
         self.calls[id(call)] = call
         call.log.info("b2bua call", caller=caller.number, called=called,
                       via=caller.gateway or caller.username)
+        m = self.metrics
+        m.call_started(SERVICE)
+        for leg, name in ((a, "a"), (b, "b")):
+            m.leg_started(SERVICE)
+            if leg.terminal_event is not None:
+                self._leg_done(leg, name, leg.terminal_event)
+            else:
+                leg.on_event(functools.partial(self._leg_event, name))
         a.on_event(lambda leg, ev: self._from_a(call, ev))
         b.on_event(lambda leg, ev: self._from_b(call, ev))
         call.no_answer_timer = self.ua.stack.loop.call_later(
@@ -89,6 +117,14 @@ class B2bua:
             call.timed_out = True
             call.log.info("no answer, cancelling", timeout_s=self.ua.sip.no_answer_timeout_s)
             call.b.hangup()
+
+    def _leg_event(self, name: str, leg: Leg, ev: LegEvent) -> None:
+        if isinstance(ev, LegFailed | LegEnded):
+            self._leg_done(leg, name, ev)
+
+    def _leg_done(self, leg: Leg, name: str, ev: LegFailed | LegEnded) -> None:
+        self.metrics.leg_ended(SERVICE)
+        self.metrics.leg_outcome(SERVICE, name, leg_outcome(leg, ev))
 
     # ------------------------------------------------------------------ A side
     def _from_a(self, call: BridgedCall, ev: LegEvent) -> None:
@@ -162,4 +198,5 @@ class B2bua:
         if not call.ended:
             call.ended = True
             self.calls.pop(id(call), None)
+            self.metrics.call_ended(SERVICE)
             call.log.info("b2bua call ended")

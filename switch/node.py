@@ -63,7 +63,8 @@ class SwitchNode:
         self.traces = CallTraces(max_calls=sip.trace_calls)
         self.stack = SipStack(advertise=sip.advertise, user_agent=sip.user_agent,
                               settings=TimerSettings.from_ms(sip.t1_ms, sip.t2_ms, sip.t4_ms),
-                              traces=self.traces, max_message_bytes=sip.max_message_bytes)
+                              traces=self.traces, max_message_bytes=sip.max_message_bytes,
+                              metrics=self.metrics)
         tls = server_tls_context(sip.tls_cert, sip.tls_key) if sip.tls_cert else None
         self.transports = TransportManager(self.stack.on_bytes, self.stack.on_transport_error,
                                            max_message_bytes=sip.max_message_bytes,
@@ -77,9 +78,14 @@ class SwitchNode:
         router = Router(s.routes, s.users)
         self.health = {g.name: GatewayHealth(g.name) for g in s.gateways}
         self.ua = UserAgent(self.stack, sip, registrar=self.registrar, router=router,
-                            gateways=s.gateways, health=self.health)
+                            gateways=s.gateways, health=self.health, metrics=self.metrics)
+        sources = self.metrics.sources
+        sources.dialogs = self.ua.dialog_counts
+        sources.registered = lambda: self.registrar.live_count(self.stack.loop.time())
+        sources.gateways = lambda: {name: h.is_up for name, h in self.health.items()}
+        sources.oversize = lambda: self.transports.dropped_oversize
         self.stack.attach(self.transports, self.ua)
-        self.b2bua = B2bua(self.ua)
+        self.b2bua = B2bua(self.ua, metrics=self.metrics)
         for a in sip.listen_addresses:
             self.listening.append(await self.transports.listen(a))
         for g in s.gateways:

@@ -322,6 +322,12 @@ class Registrar:
         """Number of stored bindings (including expired ones not yet swept)."""
         return sum(len(a.bindings) for a in self._aors.values())
 
+    def live_count(self, now: float) -> int:
+        """Bindings not expired at ``now`` (voicecall_registered_endpoints, read at scrape
+        time: the sweep runs only every 10 s)."""
+        return sum(1 for a in self._aors.values() for b in a.bindings.values()
+                   if b.expires_at > now)
+
     # -- REGISTER -------------------------------------------------------------------------
 
     def register(self, req: RegisterRequest, now: float) -> RegisterResult:

@@ -10,6 +10,24 @@ import enum
 from dataclasses import dataclass, field
 
 
+def call_outcome(status: int, *, got_response: bool, cancelled: bool) -> str:
+    """What one INVITE attempt to a gateway came to (voicecall_gateway_calls_total):
+    ``status`` is its final response (or the 408/503 the UA made up when ``got_response``
+    is False: no answer at all, transport failure). ``cancelled``: we gave up on it (our
+    CANCEL, whatever the reason). ASR = answered / all outcomes."""
+    if 200 <= status < 300:
+        return "answered"
+    if cancelled or status == 487:
+        return "cancelled"
+    if not got_response or 500 <= status < 600:
+        return "unavailable"
+    if status in (486, 600):
+        return "busy"
+    if status in (408, 480):
+        return "no_answer"  # the far end's own no-answer timer / "temporarily unavailable"
+    return "rejected"
+
+
 class GatewayState(enum.Enum):
     UP = "up"
     DOWN = "down"

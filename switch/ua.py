@@ -18,6 +18,7 @@ from switch.aio.session import SessionAdapter
 from switch.aio.stack import SipStack
 from switch.config import GatewayConfig, SipConfig, Transport
 from switch.leg import Direction, Leg, LegEvent, LegFailed
+from switch.metrics import SwitchMetrics
 from switch.registrar import Challenge as RegChallenge
 from switch.registrar import ContactSpec, RegisterRequest, Registrar
 from switch.registrar import Rejected as RegRejected
@@ -33,7 +34,7 @@ from switch.sip.prack import PrackMode
 from switch.sip.session_timer import SessionTimerConfig
 from switch.sip.uri import NameAddr, SipParseError, SipUri, parse_uri
 from switch.sip.validate import check_request
-from switch.trunks import GatewayHealth
+from switch.trunks import GatewayHealth, call_outcome
 
 log = structlog.get_logger("voicecall.ua")
 
@@ -44,6 +45,8 @@ ACCEPT = frozenset({"application/sdp", "application/dtmf-relay", "application/dt
                     "multipart/mixed"})
 FAILOVER_CODES = frozenset({408, 500, 502, 503, 504})
 DIALOG_GRACE_S = 32.0   # keep a finished dialog this long to absorb retransmissions
+_CONFIRMED_STATES = frozenset({inv.SessionState.CONNECTING, inv.SessionState.CONFIRMED,
+                               inv.SessionState.TERMINATING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +88,10 @@ class UserAgent:
         router: Router,
         gateways: Sequence[GatewayConfig],
         health: dict[str, GatewayHealth],
+        metrics: SwitchMetrics | None = None,
     ) -> None:
         self.stack = stack
+        self.metrics = metrics if metrics is not None else stack.metrics
         self.sip = sip
         self.registrar = registrar
         self.router = router
@@ -110,6 +115,21 @@ class UserAgent:
     @property
     def now(self) -> float:
         return self.stack.loop.time()
+
+    def dialog_counts(self) -> tuple[int, int]:
+        """(early, confirmed) dialogs of the legs still known (read at scrape time). A
+        dialog counts as confirmed from the 2xx until it is gone (BYE answered)."""
+        early = confirmed = 0
+        for leg in self._leg_keys:
+            adapter = leg.adapter
+            if adapter is None:
+                continue
+            state = adapter.session.state
+            if state is inv.SessionState.EARLY:
+                early += 1
+            elif state in _CONFIRMED_STATES:
+                confirmed += 1
+        return early, confirmed
 
     def local_endpoint(self, transport: str, user: str | None = None) -> LocalEndpoint:
         port = self.stack.transports.local_port(transport) if self.stack.transports else 5060
@@ -164,6 +184,7 @@ class UserAgent:
             if txn is not None and req.method != "ACK":
                 self._respond(txn, make_response(req, 400, f"Bad Request ({e})"[:120]))
         except Exception:
+            self.metrics.bad_message("handler_error")
             log.exception("request handling failed", call_id=req.headers.get("Call-ID"))
             if txn is not None and req.method != "ACK":
                 self._respond(txn, make_response(req, 500, "Server Internal Error"))
@@ -203,7 +224,8 @@ class UserAgent:
             leg.adapter.run(leg.adapter.session.on_cancel(self.now))
 
     def on_server_failure(self, txn: tl.ServerTransactionRef, reason: str) -> None:
-        log.info("server transaction failed", reason=reason)
+        log.info("server transaction failed", reason=reason, method=txn.request.method,
+                 call_id=txn.request.call_id)
 
     def on_ack_timeout(self, resp: Response) -> None:
         leg = self.legs.get((resp.call_id, resp.to.tag or ""))
@@ -261,7 +283,7 @@ class UserAgent:
             # Remember the connection for stream transports: calls to this user reuse it.
         if self.registrar.user_for(reg.aor_user) is not None:
             log.info("register", aor=reg.aor_user, source=str(source),
-                     result=type(result).__name__)
+                     result=type(result).__name__, call_id=req.call_id)
 
     # ------------------------------------------------------------------- INVITE
     def _gateway_for_source(self, req: Request, source: Peer) -> GatewayConfig | None:
@@ -430,12 +452,23 @@ class _Attempts:
         self.sdp = sdp
         self.headers = headers
         self.provisional_seen = False
+        self.counted = False           # this attempt's gateway outcome is counted
 
     def start(self) -> None:
         self._attempt()
 
+    def _count(self, status: int, *, got_response: bool) -> None:
+        """The current attempt's outcome, once, if it went to a gateway."""
+        gw = self.targets[self.index].gateway
+        if gw is None or self.counted:
+            return
+        self.counted = True
+        self.ua.metrics.gateway_call(gw.name, call_outcome(
+            status, got_response=got_response, cancelled=self.leg._hangup_requested))
+
     def _attempt(self) -> None:
         ua, t = self.ua, self.targets[self.index]
+        self.counted = False
         transport = t.peer.transport if t.peer is not None else "udp"
         config = ua.session_config(transport, user=self.from_number.lstrip("+") or None,
                                    auth_retry=bool(t.gateway is not None and t.gateway.username))
@@ -455,10 +488,13 @@ class _Attempts:
     def _on_session_event(self, ev: inv.SessionEvent) -> None:
         if isinstance(ev, inv.Provisional | inv.EarlyMedia):
             self.provisional_seen = True
+        elif isinstance(ev, inv.Answered):
+            self._count(200, got_response=True)
         if isinstance(ev, inv.AuthRequired):
             self._answer_challenge(ev.response)
             return
         if isinstance(ev, inv.Failed):
+            self._count(ev.status, got_response=ev.response is not None)
             t = self.targets[self.index]
             if t.gateway is not None and ev.status in (408, 503) and ev.response is None:
                 h = self.ua.health.get(t.gateway.name)
@@ -466,10 +502,11 @@ class _Attempts:
                     log.warning("gateway marked down after call timeout", gateway=t.gateway.name)
             if (ev.status in FAILOVER_CODES and self.index + 1 < len(self.targets)
                     and not self.leg._hangup_requested):
-                log.info("failover", call_id=self.leg.call_id, failed=t.label,
-                         status=ev.status, next=self.targets[self.index + 1].label)
+                self.leg.log.info("failover", failed=t.label, status=ev.status,
+                                  next=self.targets[self.index + 1].label)
                 self.index += 1
                 self.leg.call_id = f"{secrets.token_hex(10)}@{self.ua.sip.advertise}"
+                self.leg.log = self.leg.log.bind(call_id=self.leg.call_id)
                 self._attempt()
                 return
         self.leg.session_event(ev)
@@ -489,6 +526,8 @@ class _Attempts:
             value = DigestClient(gw.username, gw.password).respond(
                 resp.headers.get_all(header), "INVITE", str(target.request_uri), self.sdp or b"")
         if value is None or self.leg._hangup_requested:
+            # The challenge is final for this attempt: nothing to answer it with.
+            self._count(resp.status, got_response=True)
             adapter.run(session.bye(adapter.now))
             return
         name = "Proxy-Authorization" if resp.status == 407 else "Authorization"

@@ -14,6 +14,7 @@ from typing import Protocol
 import structlog
 
 from switch.aio.transports import TransportManager
+from switch.metrics import SwitchMetrics
 from switch.sip import transaction_layer as tl
 from switch.sip.addressing import Peer, response_destination, stamp_via_received
 from switch.sip.message import Request, Response, make_response
@@ -25,6 +26,9 @@ from switch.trace import CallTraces, TraceEntry
 log = structlog.get_logger("voicecall.sip")
 
 MAGIC_COOKIE = "z9hG4bK"
+# Branches of the ACKs (for 2xx) sent lately: the session resends the same ACK when a 2xx
+# comes again, and that is a retransmission, not a new request.
+_ACK_MEMORY = 4096
 
 
 def new_branch() -> str:
@@ -99,6 +103,7 @@ class SipStack:
         settings: TimerSettings,
         traces: CallTraces,
         max_message_bytes: int = 65535,
+        metrics: SwitchMetrics | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.advertise = advertise
@@ -113,6 +118,17 @@ class SipStack:
         self._callbacks: dict[object, ResponseCallback] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self.metrics = metrics if metrics is not None else SwitchMetrics()
+        # Set-up times of initial INVITEs (no To tag), by transaction: started, and started
+        # once the first 18x was seen. Entries go with the final response / the transaction.
+        self._inv_started: dict[object, float] = {}
+        self._inv_ringing: dict[object, float] = {}
+        self._acks_sent: dict[str, None] = {}
+        self.metrics.sources.transactions = self._transaction_counts
+
+    def _transaction_counts(self) -> tuple[int, int]:
+        clients = len(self.layer.client_transactions)
+        return clients, len(self.layer) - clients
 
     def attach(self, transports: TransportManager, tu: TransactionUser) -> None:
         self.transports = transports
@@ -125,6 +141,7 @@ class SipStack:
         except Exception:
             # A bug in one call's handling must not take the transport down with it.
             self.counters.bad_messages += 1
+            self.metrics.bad_message("handler_error")
             log.exception("message handling failed", source=str(source))
 
     def _on_bytes(self, data: bytes, source: Peer) -> None:
@@ -133,20 +150,32 @@ class SipStack:
             msg = parse_message(data, max_size=self.max_message_bytes)
         except SipParseError as e:
             self.counters.bad_messages += 1
+            self.metrics.bad_message("too_large" if e.status == 513 else "parse")
             self._answer_bad_request(e, source)
             return
         self._trace(msg, data, "in", source)
         now = self.loop.time()
         if isinstance(msg, Request):
+            self.metrics.request_in(msg.method)
             missing = _unmatchable(msg)
             if missing is not None:
                 # The transaction layer cannot match a request without these (it drops
                 # it); RFC 3261 §8.2 / RFC 4475 §3.3.1 "insuf" want a 400, sent statelessly.
                 self.counters.bad_messages += 1
+                self.metrics.bad_message("unmatchable")
                 self._answer_bad_request(SipParseError(missing, partial=msg), source)
                 return
             msg = stamp_via_received(msg, source)
-        self._run(self.layer.receive(msg, source, now))
+        else:
+            try:
+                self.metrics.response_in(msg.cseq.method, msg.status)
+            except ValueError:
+                pass  # no usable CSeq: the layer drops it below and counts it unmatchable
+        dropped = self.layer.counters.dropped
+        effects = self.layer.receive(msg, source, now)
+        if self.layer.counters.dropped != dropped:
+            self.metrics.bad_message("unmatchable")
+        self._run(effects)
 
     def on_transport_error(self, peer: Peer, reason: str) -> None:
         log.info("transport error", peer=str(peer), reason=reason)
@@ -184,6 +213,8 @@ class SipStack:
         now = self.loop.time()
         txn, effects = self.layer.send_request(req, peer, now)
         self._callbacks[txn] = on_response
+        if req.method == "INVITE" and req.to.tag is None:
+            self._inv_started[txn] = now
         self._run(effects)
         return txn
 
@@ -216,11 +247,48 @@ class SipStack:
         resp = _with_to_tag(resp)
         if resp.headers.get("Server") is None and self.user_agent:
             resp = replace(resp, headers=resp.headers.add("Server", self.user_agent))
-        self._run(self.layer.send_response(txn, resp, self.loop.time()))
+        now = self.loop.time()
+        if resp.status > 100 and (self._inv_started or self._inv_ringing):
+            self._setup_time(txn, resp.status, now, inbound=True)
+        self._run(self.layer.send_response(txn, resp, now))
 
     def send_stateless(self, msg: Request | Response, peer: Peer) -> None:
         """ACK for 2xx and 2xx retransmissions: straight to the transport (RFC 3261 §13)."""
-        self._transmit(msg, peer, msg.to_bytes())
+        again = False
+        if isinstance(msg, Request) and msg.method == "ACK":
+            again = self._ack_seen(msg)
+        self._transmit(msg, peer, msg.to_bytes(), again)
+
+    def _ack_seen(self, ack: Request) -> bool:
+        """Whether this ACK (same branch: the session resends the very ACK it built) went
+        out before; remembers the last ``_ACK_MEMORY`` branches."""
+        try:
+            branch = ack.top_via.branch
+        except ValueError:
+            return False
+        if not branch:
+            return False
+        sent = self._acks_sent
+        if branch in sent:
+            return True
+        sent[branch] = None
+        if len(sent) > _ACK_MEMORY:
+            del sent[next(iter(sent))]
+        return False
+
+    def _setup_time(self, txn: object, status: int, now: float, *, inbound: bool) -> None:
+        """PDD (first 18x) and answer time (2xx) of an initial INVITE transaction."""
+        if status < 200:
+            started = self._inv_started.pop(txn, None)
+            if started is not None:
+                self.metrics.pdd(now - started, inbound=inbound)
+                self._inv_ringing[txn] = started
+            return
+        started = self._inv_started.pop(txn, None)
+        if started is None:
+            started = self._inv_ringing.pop(txn, None)
+        if started is not None and status < 300:
+            self.metrics.answer_time(now - started, inbound=inbound)
 
     def respond_stateless(self, req: Request, source: Peer, resp: Response) -> None:
         self._transmit(resp, response_destination(req.top_via, source), resp.to_bytes())
@@ -229,11 +297,20 @@ class SipStack:
     def _run(self, effects: Sequence[object]) -> None:
         for eff in effects:
             if isinstance(eff, tl.OutgoingMessage):
-                self._transmit(eff.message, eff.peer, eff.message.to_bytes())
+                self._transmit(eff.message, eff.peer, eff.message.to_bytes(), eff.retransmission)
             elif isinstance(eff, tl.NewRequest):
+                req = eff.request
+                if (eff.server_txn is not None and req.method == "INVITE"
+                        and req.to.tag is None):
+                    self._inv_started[eff.server_txn] = self.loop.time()
                 if self.tu is not None:
-                    self.tu.on_request(eff.request, eff.server_txn, eff.source)
+                    self.tu.on_request(req, eff.server_txn, eff.source)
             elif isinstance(eff, tl.ResponseReceived):
+                if self._inv_started or self._inv_ringing:
+                    status = eff.response.status
+                    if status > 100:
+                        self._setup_time(eff.client_txn, status, self.loop.time(),
+                                         inbound=False)
                 cb = self._callbacks.get(eff.client_txn)
                 if cb is not None:
                     cb(eff.response)
@@ -245,6 +322,9 @@ class SipStack:
                     cb(None)
             elif isinstance(eff, tl.TransactionTerminated):
                 self._callbacks.pop(eff.txn, None)
+                if self._inv_started or self._inv_ringing:
+                    self._inv_started.pop(eff.txn, None)
+                    self._inv_ringing.pop(eff.txn, None)
             elif isinstance(eff, tl.CancelReceived):
                 if self.tu is not None:
                     self.tu.on_cancel(eff.cancel, eff.invite_txn)
@@ -259,10 +339,19 @@ class SipStack:
                 self.tu.on_ack_timeout(eff.response)
         self._schedule()
 
-    def _transmit(self, msg: Request | Response, peer: Peer, data: bytes) -> None:
+    def _transmit(self, msg: Request | Response, peer: Peer, data: bytes,
+                  retransmission: bool = False) -> None:
         if self.transports is None:
             return
         self.counters.messages_out += 1
+        if isinstance(msg, Request):
+            self.metrics.request_out(msg.method, retransmission=retransmission)
+        else:
+            try:
+                method = msg.cseq.method
+            except ValueError:  # a 400 to a request whose CSeq did not parse
+                method = "other"
+            self.metrics.response_out(method, msg.status, retransmission=retransmission)
         self._trace(msg, data, "out", peer)
         self.transports.send(data, peer)
 

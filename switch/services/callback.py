@@ -34,6 +34,8 @@ from switch.services.runtime import Runtime
 
 log = structlog.get_logger("voicecall.callback")
 
+SERVICE = "callback"
+
 
 class CallbackCall:
     def __init__(self, rt: Runtime, req: CallbackRequest) -> None:
@@ -64,7 +66,8 @@ class CallbackCall:
             caller, called = self.req.display_nbr, self.req.caller_nbr
         else:
             caller, called = self.req.display_callee_nbr, self.req.callee_nbr
-        self.rt.leg_event(self.sid, label, kind, caller=caller, called=called, **kw)
+        self.rt.leg_event(self.sid, label, kind, caller=caller, called=called,
+                          service=SERVICE, leg=label.value.lower(), **kw)
 
     async def _play(self, ml: MediaLeg, files: list[Path], *, loop: bool = False) -> bool:
         """Play to one leg until done; False when the leg ended (or stop) first."""
@@ -88,21 +91,27 @@ class CallbackCall:
 
     # --------------------------------------------------------------------- flow
     async def run(self) -> None:
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            self.state = causes.INTERNAL
-            raise
-        except Exception:
-            self.log.exception("callback failed")
-            self.state = causes.INTERNAL
-        finally:
-            await self._teardown()
+        # Every line this task logs (here, in the legs, the UA, the stack) names the session.
+        with structlog.contextvars.bound_contextvars(session_id=self.sid):
+            self.rt.metrics.call_started(SERVICE)
+            try:
+                await self._run()
+            except asyncio.CancelledError:
+                self.state = causes.INTERNAL
+                raise
+            except Exception:
+                self.log.exception("callback failed")
+                self.state = causes.INTERNAL
+            finally:
+                try:
+                    await self._teardown()
+                finally:
+                    self.rt.metrics.call_ended(SERVICE)
 
     async def _run(self) -> None:
         rt, req = self.rt, self.req
         self.a = await rt.originate(session_id=self.sid, label=LegName.A, number=req.caller_nbr,
-                                    from_number=req.display_nbr)
+                                    from_number=req.display_nbr, service=SERVICE)
         self._event(LegName.A, LegEventKind.CALLOUT)
         fail = await self._until_answer(self.a, LegName.A, caller_side=True, abort=self._stop)
         if fail is not None:
@@ -116,7 +125,7 @@ class CallbackCall:
         if pre_voice and not await self._play(self.a, pre_voice):
             return self._a_left_early()
         self.b = await rt.originate(session_id=self.sid, label=LegName.B, number=req.callee_nbr,
-                                    from_number=req.display_callee_nbr)
+                                    from_number=req.display_callee_nbr, service=SERVICE)
         self._event(LegName.B, LegEventKind.CALLOUT)
         self._start_wait_voice()
         b_answer = asyncio.ensure_future(

@@ -64,6 +64,7 @@ class MediaLeg:
     end: float | None = None
     rang: bool = False
     early_sdp_applied: bool = False
+    session_id: str = ""           # for log lines (they come from SIP/RTP callbacks)
     answered: asyncio.Future[None] = field(init=False)
     finished: asyncio.Future[LegFailed | LegEnded] = field(init=False)
     _media_waiters: list[asyncio.Future[float]] = field(init=False)
@@ -74,7 +75,8 @@ class MediaLeg:
         self.finished = loop.create_future()
         self._media_waiters = []
         self.endpoint.events.on("media_timeout", self._on_media_timeout)
-        self.log = log.bind(call_id=self.leg.call_id, leg=self.leg.label)
+        ids = {"session_id": self.session_id} if self.session_id else {}
+        self.log = log.bind(call_id=self.leg.call_id, leg=self.leg.label, **ids)
         self.leg.on_event(self._on_event)
 
     # -------------------------------------------------------------------- events

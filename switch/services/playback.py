@@ -40,6 +40,8 @@ class _Ended(Exception):
 class PlaybackCall:
     """Common flow: dial, wait for answer, ``body()``, hang up, report."""
 
+    service = "notify"   # the metrics' service label
+
     def __init__(self, rt: Runtime, session_id: str, display_nbr: str, callee_nbr: str) -> None:
         self.rt = rt
         self.sid = session_id
@@ -63,27 +65,34 @@ class PlaybackCall:
 
     def _event(self, kind: LegEventKind, **kw: Any) -> None:
         self.rt.leg_event(self.sid, LegName.A, kind, caller=self.display_nbr,
-                          called=self.callee_nbr, **kw)
+                          called=self.callee_nbr, service=self.service, leg="callee", **kw)
 
     async def run(self) -> None:
-        try:
-            await self._run()
-        except _Ended:
-            pass
-        except NoMediaPorts:
-            self.state = causes.NO_PORTS
-        except asyncio.CancelledError:
-            self.state = causes.INTERNAL
-            raise
-        except Exception:
-            self.log.exception("playback call failed")
-            self.state = causes.INTERNAL
-        finally:
-            await self._teardown()
+        # Every line this task logs (here, in the leg, the UA, the stack) names the session.
+        with structlog.contextvars.bound_contextvars(session_id=self.sid):
+            self.rt.metrics.call_started(self.service)
+            try:
+                await self._run()
+            except _Ended:
+                pass
+            except NoMediaPorts:
+                self.state = causes.NO_PORTS
+            except asyncio.CancelledError:
+                self.state = causes.INTERNAL
+                raise
+            except Exception:
+                self.log.exception("playback call failed")
+                self.state = causes.INTERNAL
+            finally:
+                try:
+                    await self._teardown()
+                finally:
+                    self.rt.metrics.call_ended(self.service)
 
     async def _run(self) -> None:
         self.leg = await self.rt.originate(session_id=self.sid, label=LegName.A,
-                                           number=self.callee_nbr, from_number=self.display_nbr)
+                                           number=self.callee_nbr, from_number=self.display_nbr,
+                                           service=self.service)
         self._event(LegEventKind.CALLOUT)
         fail = await self.rt.ring_or_fail(self.leg, session_id=self.sid, label=LegName.A,
                                           caller=self.display_nbr, called=self.callee_nbr,
@@ -218,6 +227,8 @@ class NotificationCall(PlaybackCall):
 
 
 class VerificationCall(PlaybackCall):
+    service = "verify"
+
     def __init__(self, rt: Runtime, req: VerificationRequest) -> None:
         super().__init__(rt, req.session_id, req.display_nbr, req.callee_nbr)
         self.req = req

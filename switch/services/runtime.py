@@ -14,7 +14,7 @@ from media.engine import MediaEngine
 from media.errors import PortPoolExhausted
 from switch.events import CallEnded, CallEventBus, LegEvent, LegEventKind, PartyType
 from switch.events import Leg as LegName
-from switch.leg import LegFailed, LegRinging
+from switch.leg import Leg, LegEnded, LegFailed, LegRinging
 from switch.metrics import SwitchMetrics
 from switch.services import causes
 from switch.services.media_leg import MediaLeg
@@ -45,18 +45,44 @@ class Runtime:
     metrics: SwitchMetrics = field(default_factory=SwitchMetrics)
 
     async def originate(self, *, session_id: str, label: LegName, number: str,
-                        from_number: str) -> MediaLeg:
+                        from_number: str, service: str = "") -> MediaLeg:
+        """Dial one leg. ``service`` (callback|notify|verify) counts it in
+        voicecall_legs_active until its SIP leg ends; "" leaves it uncounted."""
         try:
             endpoint = await self.media.open_endpoint(call_id=session_id, leg=label.value)
         except PortPoolExhausted as e:
             raise NoMediaPorts(str(e)) from e
         offer = endpoint.create_offer().encode()
         leg = self.ua.originate(number, from_number, offer, label=label.value)
-        return MediaLeg(leg, endpoint)
+        # Lines this leg logs from SIP callbacks (outside the call's task and its context
+        # variables) still name the session.
+        leg.log = leg.log.bind(session_id=session_id)
+        if service:
+            self._count_leg(leg, service)
+        return MediaLeg(leg, endpoint, session_id=session_id)
+
+    def _count_leg(self, leg: Leg, service: str) -> None:
+        metrics = self.metrics
+        metrics.leg_started(service)
+
+        def on_event(_leg: Leg, ev: object) -> None:
+            if isinstance(ev, LegFailed | LegEnded):
+                metrics.leg_ended(service)
+
+        if leg.terminated:
+            metrics.leg_ended(service)
+        else:
+            leg.on_event(on_event)
 
     def leg_event(self, session_id: str, label: LegName, kind: LegEventKind, *,
                   caller: str, called: str, state: tuple[int, str] | None = None,
-                  sip_code: int = 0, q850: int = 0, party: PartyType | None = None) -> None:
+                  sip_code: int = 0, q850: int = 0, party: PartyType | None = None,
+                  service: str = "", leg: str = "") -> None:
+        """Report one leg step on the bus. A DISCONNECT with ``service`` set is counted in
+        voicecall_call_outcomes_total{service, leg, state_code}."""
+        if service and kind is LegEventKind.DISCONNECT:
+            self.metrics.leg_outcome(service, leg or label.value.lower(),
+                                     state[0] if state is not None else None)
         self.bus.emit(LegEvent(
             session_id=session_id, leg=label, kind=kind, timestamp=time.time(),
             caller=caller, called=called,

@@ -84,11 +84,15 @@ _TIMEOUT_REASON = {
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     """Serialise ``message`` and send it to ``peer``. ``txn`` is the transaction it belongs
-    to (None for stateless answers and 2xx retransmissions), for error reporting."""
+    to (None for stateless answers and 2xx retransmissions), for error reporting.
+    ``retransmission``: a copy of something already sent (Timer A/E/G, the 2xx
+    retransmitter, a response resent for a retransmitted request, a re-ACK, a TU 2xx or
+    reliable-1xx retransmission), for metrics that count first transmissions only."""
 
     message: Request | Response
     peer: Peer
     txn: Transaction | None = None
+    retransmission: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,8 +372,14 @@ class TransactionLayer:
         if txn is None or txn.terminated:
             log.info("response dropped: no live server transaction", status=resp.status)
             return out
+        # The TU resends its 2xx (RFC 6026 §8.7, Accepted) and reliable 1xx (RFC 3262 §3,
+        # the same object again) through here.
+        again = resp is txn.last_provisional or (
+            isinstance(txn, ServerInviteTransaction)
+            and txn.state is ServerInviteState.ACCEPTED
+        )
         effects = txn.send_response(resp, now)
-        self._apply(txn, effects, now, out)
+        self._apply(txn, effects, now, out, retransmission=again)
         if (
             self.retransmit_2xx
             and isinstance(txn, ServerInviteTransaction)
@@ -407,7 +417,9 @@ class TransactionLayer:
                       call_id=resp.call_id, source=str(source))
             out.append(StrayResponse(resp, source))
             return
-        self._apply(txn, txn.receive(resp, now), now, out)
+        # Completed: the final response came again because our ACK was lost; re-ACK.
+        again = isinstance(txn, ClientInviteTransaction) and txn.state is ClientInviteState.COMPLETED
+        self._apply(txn, txn.receive(resp, now), now, out, retransmission=again)
 
     def _receive_request(
         self, req: Request, source: Peer, now: float, out: list[LayerEvent]
@@ -420,7 +432,7 @@ class TransactionLayer:
         if txn is not None:
             # A retransmission: the transaction absorbs it or resends its last response.
             self.counters.retransmissions_absorbed += 1
-            self._apply(txn, txn.receive(req, now), now, out)
+            self._apply(txn, txn.receive(req, now), now, out, retransmission=True)
             return
         if len(self._servers) >= self.max_server_transactions and not (
             # A CANCEL of a live INVITE is still honoured: it frees resources, and there
@@ -548,7 +560,8 @@ class TransactionLayer:
                 | ServerInviteTransaction
                 | ServerNonInviteTransaction,
             ):
-                self._apply(owner, owner.timer_fired(name, now), now, out)
+                # Timer A/E/G: the only transmissions a timer causes are retransmissions.
+                self._apply(owner, owner.timer_fired(name, now), now, out, retransmission=True)
         return out
 
     # -------------------------------------------------------------------- transport
@@ -612,11 +625,13 @@ class TransactionLayer:
         now: float,
         out: list[LayerEvent],
         source: Peer | None = None,
+        *,
+        retransmission: bool = False,
     ) -> None:
         internal = txn in self._internal_cancels
         for eff in effects:
             if isinstance(eff, Transmit):
-                out.append(OutgoingMessage(eff.message, eff.peer, txn))
+                out.append(OutgoingMessage(eff.message, eff.peer, txn, retransmission))
             elif isinstance(eff, StartTimer):
                 self._timers.schedule(txn, eff.name, eff.deadline)
             elif isinstance(eff, CancelTimer):
@@ -693,7 +708,8 @@ class TransactionLayer:
     ) -> None:
         for eff in effects:
             if isinstance(eff, Transmit):
-                out.append(OutgoingMessage(eff.message, eff.peer, None))
+                # The retransmitter starts after the 2xx went out: it only ever resends.
+                out.append(OutgoingMessage(eff.message, eff.peer, None, True))
             elif isinstance(eff, StartTimer):
                 self._timers.schedule(rt, eff.name, eff.deadline)
             elif isinstance(eff, CancelTimer):
