@@ -33,10 +33,23 @@ _SEARCH_WINDOW_MS = 62 * 86_400_000   # EV-7: two months back
 _TRACE_FORMAT = Query(None, pattern="^(json|ladder)$",
                       description="`ladder`: a text ladder diagram (as with `Accept: "
                                   "text/plain`); default JSON")
+_TRACE_EXAMPLE = {
+    "resultcode": "0", "resultdesc": "Success", "session_id": "vc1_1_1191419408_20261125092618@vc1",
+    "legs": [{"leg": "A", "role": "caller", "number": "+8613800000011",
+              "call_id": "db590f23d8306428cfe6@127.0.0.1", "messages": 7},
+             {"leg": "B", "role": "callee", "number": "+8613900000022",
+              "call_id": "29aaffc8aa99a80a15eb@127.0.0.1", "messages": 7}],
+    "messages": [{"leg": "A", "call_id": "db590f23d8306428cfe6@127.0.0.1",
+                  "time": "2026-11-25T09:26:18.868Z", "timestamp": 1795598778.868,
+                  "direction": "out", "transport": "udp", "local": "127.0.0.1:5060",
+                  "remote": "127.0.0.1:5071",
+                  "first_line": "INVITE sip:+8613800000011@127.0.0.1:5071 SIP/2.0",
+                  "text": "INVITE sip:+8613800000011@127.0.0.1:5071 SIP/2.0\r\nVia: …"}]}
 _TRACE_DOC: dict[int | str, dict[str, Any]] = {
-    200: {"description": "JSON (see the example) or, with `format=ladder` or "
-                         "`Accept: text/plain`, the ladder diagram as text/plain",
-          "content": {"text/plain": {"schema": {"type": "string"}}}},
+    200: {"description": "JSON (legs with their SIP Call-IDs, every message in time order) or, "
+                         "with `format=ladder` or `Accept: text/plain`, the ladder diagram",
+          "content": {"application/json": {"example": _TRACE_EXAMPLE},
+                      "text/plain": {"schema": {"type": "string"}}}},
     404: {"description": "unknown here (another node ran it, or not a call of this node) or "
                          "the trace expired (`[sip] trace_calls` newest calls are kept)"}}
 
