@@ -88,10 +88,12 @@ async def rtpengine_step(client: ng.NgClient, pid: int, gen: mb.GenClient, n: in
         targets = await asyncio.to_thread(rtpengine_calls, client, ports, tag)
         setup_s = time.monotonic() - t_setup
         await asyncio.sleep(0.2)
-        c0, w0 = proc_cpu_s(pid), time.monotonic()
+        c0, w0, m0 = proc_cpu_s(pid), time.monotonic(), mb.machine_busy_s()
+        own0 = mb.cpu_s()
         res = await gen.call(duration + 60, cmd="run", targets=targets, duration=duration,
                              send=True)
-        c1, w1 = proc_cpu_s(pid), time.monotonic()
+        c1, w1, m1 = proc_cpu_s(pid), time.monotonic(), mb.machine_busy_s()
+        own = mb.cpu_s() - own0
     finally:
         await asyncio.to_thread(rtpengine_delete, client, n, tag)
         await gen.call(30, cmd="close")
@@ -104,7 +106,11 @@ async def rtpengine_step(client: ng.NgClient, pid: int, gen: mb.GenClient, n: in
         "cpu_s": c1 - c0, "cpu_pct": 100 * (c1 - c0) / (w1 - w0), "packets": relayed,
         "cpu_us_per_packet": 1e6 * (c1 - c0) / relayed if relayed else None,
         "sent": sum(sent), "lost": lost, "jitter_p99_ms": res["delays"].get("added_p99_ms"),
-        "gen_late_p99_ms": res["gen_late_p99_ms"], "load_avg_1m": os.getloadavg()[0],
+        "gen_late_p99_ms": res["gen_late_p99_ms"],
+        "gen_cpu_pct": 100 * res["gen_cpu_s"] / (w1 - w0),
+        "others_cpu_pct": max(0.0, 100 * ((m1 - m0) - (c1 - c0) - res["gen_cpu_s"] - own)
+                              / (w1 - w0)),
+        "load_avg_1m": os.getloadavg()[0],
     }
 
 
@@ -117,7 +123,8 @@ async def voicecall_step(engine: Any, gen: mb.GenClient, n: int, duration: float
         "cpu_s": (cpu_us or 0) * r["packets_out"] / 1e6, "cpu_pct": r["engine_cpu_pct"],
         "packets": r["packets_out"], "cpu_us_per_packet": cpu_us, "sent": r["sent"],
         "lost": r["lost"], "jitter_p99_ms": r["jitter_p99_ms"],
-        "gen_late_p99_ms": r["gen_late_p99_ms"], "load_avg_1m": r["load_avg_1m"],
+        "gen_late_p99_ms": r["gen_late_p99_ms"], "gen_cpu_pct": r["gen_cpu_pct"],
+        "others_cpu_pct": r["others_cpu_pct"], "load_avg_1m": r["load_avg_1m"],
     }
 
 
@@ -163,6 +170,7 @@ async def run(n: int, duration: float, rounds: int, rtp_ports: str) -> dict[str,
                 print(f"# {relay:<9} N={n}: {s['cpu_us_per_packet'] or 0:.2f} us CPU/packet, "
                       f"{s['cpu_pct']:.0f}% of a core, lost={s['lost']}, "
                       f"jitter_p99={s['jitter_p99_ms'] or 0:.2f} ms, "
+                      f"gen_cpu={s['gen_cpu_pct']:.0f}%, others={s['others_cpu_pct']:.0f}%, "
                       f"load={s['load_avg_1m']:.2f}", flush=True)
         client.close()
     finally:

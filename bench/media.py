@@ -258,6 +258,15 @@ def rss_kib() -> int:
     return 0
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all cores spent busy (not idle/iowait) since boot, from /proc/stat: with
+    the engine's and the generator's own CPU it shows what everything else on a shared
+    machine took during a step."""
+    with open("/proc/stat", encoding="ascii") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -291,10 +300,10 @@ async def run_step(engine: Any, gen: GenClient, mode: str, n: int, duration: flo
         await asyncio.sleep(0.2)  # let setup-time lateness pass
         clock.reset_stats()
         sent0 = sum(ep.stats.packets_sent for ep in eps)
-        c0, w0 = cpu_s(), time.monotonic()
+        c0, w0, m0 = cpu_s(), time.monotonic(), machine_busy_s()
         res = await gen.call(duration + 60, cmd="run", targets=[ep.port for ep in eps],
                              duration=duration, send=mode != "prompts")
-        c1, w1 = cpu_s(), time.monotonic()
+        c1, w1, m1 = cpu_s(), time.monotonic(), machine_busy_s()
         rss1 = rss_kib()
         relayed = sum(ep.stats.packets_sent for ep in eps) - sent0
         ticks = clock.ticks_run
@@ -307,6 +316,9 @@ async def run_step(engine: Any, gen: GenClient, mode: str, n: int, duration: flo
             "clock_skipped_ticks": clock.skipped_ticks, "ticks": ticks,
             "clock_lateness_p99_ms": clock.lateness_percentile(99) * 1000,
             "gen_cpu_pct": 100 * res["gen_cpu_s"] / (w1 - w0),
+            # everything else on the machine, % of one core (estimate, floored at 0)
+            "others_cpu_pct": max(0.0, 100 * ((m1 - m0) - (c1 - c0) - res["gen_cpu_s"])
+                                  / (w1 - w0)),
             "gen_late_p99_ms": res["gen_late_p99_ms"],
             "gen_late_max_ms": res["gen_late_max_ms"],
             # engine process RSS before the endpoints were opened and after the traffic;
@@ -366,11 +378,12 @@ async def engine_main(args: argparse.Namespace) -> None:
         *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         limit=1 << 24)
     gen = GenClient(proc, native is not None)
+    timer_p99 = await baseline_ms()
     print(f"# generator: {'native C (epoll)' if native else 'Python (epoll)'}; "
           f"engine: {'asyncio' if args.no_uvloop else 'uvloop'}; cpus: {os.cpu_count()}; "
           f"nice: {os.getpriority(os.PRIO_PROCESS, 0)}; "
           f"sched: {'FIFO' if os.sched_getscheduler(0) == os.SCHED_FIFO else 'OTHER'}; "
-          f"baseline timer lateness p99 (empty loop, 2 s): {await baseline_ms():.2f} ms",
+          f"baseline timer lateness p99 (empty loop, 2 s): {timer_p99:.2f} ms",
           flush=True)
     started = time.monotonic()
     summary: dict[str, Any] = {}
@@ -393,6 +406,7 @@ async def engine_main(args: argparse.Namespace) -> None:
                       f"cpu/pkt={r['cpu_us_per_packet'] or 0:.1f} us "
                       f"clock_p99={r['clock_lateness_p99_ms']:.2f} ms "
                       f"gen_late_p99={r['gen_late_p99_ms']:.2f} ms "
+                      f"gen_cpu={r['gen_cpu_pct']:.0f}% others={r['others_cpu_pct']:.0f}% "
                       f"load={r['load_avg_1m']:.2f}", flush=True)
                 if r["lost"]:
                     break  # loss: capacity reached; a jitter miss alone keeps rising
@@ -415,6 +429,7 @@ async def engine_main(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps({
             "summary": summary, "steps": results, "jitter_limit_ms": JITTER_LIMIT_MS,
             "duration_s": args.duration, "generator": "c" if native else "python",
+            "baseline_timer_p99_ms": timer_p99,
             "uvloop": not args.no_uvloop}, indent=2))
 
 

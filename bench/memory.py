@@ -14,6 +14,8 @@ Procedure: ``--warmup`` callbacks first (lazy imports, caches, pools), then the 
 VmRSS (/proc/PID/status) is sampled; N callbacks are posted at ``--rate``; once the receiver
 has 2N ``answer`` status pushes (both legs of every call answered, i.e. bridged) and two
 seconds have passed, VmRSS is sampled again. Memory per call = (after − before) / N. The
+calls go up in two halves with a sample in between, so the marginal cost of the second half
+is printed too (it leaves out one-time growth of pools and caches). The
 calls are then torn down with the daemon (SIGTERM). Goal: ≤ 100 KiB per call, i.e. ≤ 100 MiB
 for 1000 concurrent calls (the media target) — a budget that keeps a 1000-call node inside a
 small VM next to PostgreSQL.
@@ -178,7 +180,13 @@ async def measure(tmp: Path, calls: int, rate: float, warmup: int) -> dict[str, 
         await asyncio.sleep(2)
         before = rss_kib(pid)
         t0 = time.monotonic()
-        codes = await post_calls(base, warmup, calls, rate)
+        half = calls // 2
+        codes = await post_calls(base, warmup, half, rate)
+        await wait_answers(receiver, 2 * (warmup + half), 60 + half / 20)
+        await asyncio.sleep(2)
+        mid, mid_bridged = rss_kib(pid), answers(receiver) // 2 - warmup
+        for k, v in (await post_calls(base, warmup + half, calls - half, rate)).items():
+            codes[k] = codes.get(k, 0) + v
         waited = await wait_answers(receiver, 2 * (warmup + calls), 60 + calls / 20)
         await asyncio.sleep(2)
         after = rss_kib(pid)
@@ -199,11 +207,14 @@ async def measure(tmp: Path, calls: int, rate: float, warmup: int) -> dict[str, 
         sipp_log.close()
         await receiver.stop()
     per_call = (after - before) / bridged if bridged > 0 else None
+    # The second half alone: what one more call costs once pools and caches have grown.
+    marginal = ((after - mid) / (bridged - mid_bridged) if bridged > mid_bridged else None)
     return {
         "calls": calls, "rate": rate, "warmup": warmup, "codes": codes,
         "warmup_codes": wcodes, "bridged": bridged, "all_bridged": bridged == calls,
         "rss_kib_at_ready": rss_start, "rss_kib_before": before, "rss_kib_after": after,
-        "kib_per_call": per_call, "goal_kib": GOAL_KIB,
+        "rss_kib_half": mid, "bridged_at_half": mid_bridged,
+        "kib_per_call": per_call, "marginal_kib_per_call": marginal, "goal_kib": GOAL_KIB,
         "met": per_call is not None and bridged == calls and per_call <= GOAL_KIB,
         "seconds_to_all_bridged": waited, "seconds_up": up_s, "daemon_alive": alive,
         "daemon_log_lines": len(logged), "daemon_log_head": logged[:5],
@@ -229,7 +240,8 @@ def main() -> None:
     print(f"# memory: {r['bridged']}/{r['calls']} calls bridged; daemon RSS "
           f"{r['rss_kib_before'] / 1024:.1f} → {r['rss_kib_after'] / 1024:.1f} MiB = "
           f"{per if per is not None else float('nan'):.1f} KiB per concurrent bridged call "
-          f"(goal ≤ {GOAL_KIB} KiB)")
+          f"(goal ≤ {GOAL_KIB} KiB); second half alone "
+          f"{r['marginal_kib_per_call'] or float('nan'):.1f} KiB per call")
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2))
 

@@ -137,11 +137,14 @@ def media_bench(mode: str) -> Bench:
             measured = f"< {min(s['n'] for s in steps)}" if steps else "none"
         else:
             measured = f"≥ {best}" if best == top else str(best)
-        detail = []
+        detail = [f"empty-loop timer lateness p99 {r.get('baseline_timer_p99_ms', 0):.1f} ms"]
         for s in steps:
             detail.append(f"N={s['n']}: lost {s['lost']}, p99 {s['jitter_p99_ms']:.2f} ms, "
-                          f"{s['engine_cpu_pct']:.0f}% core, "
-                          f"{s['cpu_us_per_packet'] or 0:.1f} us/pkt")
+                          f"engine {s['engine_cpu_pct']:.0f}% core "
+                          f"({s['cpu_us_per_packet'] or 0:.1f} us/pkt, clock late p99 "
+                          f"{s['clock_lateness_p99_ms']:.1f} ms), generator "
+                          f"{s['gen_cpu_pct']:.0f}% (late p99 {s['gen_late_p99_ms']:.1f} ms), "
+                          f"others {s.get('others_cpu_pct', 0):.0f}%")
         return [Row(MEDIA_LABEL[mode], measured, f"≥ {GOALS[mode]}", best >= GOALS[mode],
                     "; ".join(detail))]
 
@@ -166,7 +169,8 @@ def memory_rows(r: dict[str, Any]) -> list[Row]:
                 "error" if per is None else f"{per:.0f} KiB", f"≤ {GOALS['kib_per_call']} KiB",
                 bool(r["met"]),
                 f"{r['bridged']}/{r['calls']} bridged; RSS {r['rss_kib_before'] / 1024:.1f} → "
-                f"{r['rss_kib_after'] / 1024:.1f} MiB")]
+                f"{r['rss_kib_half'] / 1024:.1f} (half) → {r['rss_kib_after'] / 1024:.1f} MiB; "
+                f"second half alone {r['marginal_kib_per_call'] or 0:.0f} KiB/call")]
 
 
 def anchor_rows(r: dict[str, Any]) -> list[Row]:
@@ -178,7 +182,9 @@ def anchor_rows(r: dict[str, Any]) -> list[Row]:
                 f"≤ {GOALS['anchor_ratio']}",
                 ratio is not None and ratio <= GOALS["anchor_ratio"],
                 f"{r['rtpengine_version']}, userspace; median of {r['rounds']} round(s) of "
-                f"{r['duration_s']:.0f} s; packets lost: {lost}")]
+                f"{r['duration_s']:.0f} s; packets lost: {lost}; others on the machine "
+                + "/".join(f"{s.get('others_cpu_pct', 0):.0f}" for s in r["steps"])
+                + " % of a core per step")]
 
 
 BENCHES = [
