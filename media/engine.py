@@ -29,6 +29,10 @@ received packetisation is accepted), ``rtp_timeout_s`` ("media_timeout"), ``inba
 ``tts_variant`` / ``tts_timeout_s``. Files: ``data_dir/prompts/default`` (PR-DEFAULT,
 rendered at first start) and ``data_dir/tts`` (TTS cache by content hash).
 
+Metrics: ``metrics=MediaExporter(registry, node)`` (:mod:`media.metrics`) attaches to the
+engine and reads its plain integer counters at scrape time; ``engine.totals`` keeps what
+closed endpoints and finished recordings counted.
+
 Design notes: one ``loop.call_at`` clock for the node (see :mod:`media.clock`), raw
 non-blocking UDP sockets read with ``loop.add_reader`` in batches (no protocol object or
 task per stream), connected after latching. Works on the default loop and on uvloop.
