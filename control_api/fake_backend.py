@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,14 +41,20 @@ from switch.trace import (
 )
 
 # What the fake "sends" and "receives" on a leg for each event it emits: (direction, first
-# line), enough for the admin API's SIP-trace views to have something realistic to show.
-_FAKE_SIP: dict[LegEventKind, tuple[tuple[str, str], ...]] = {
-    LegEventKind.CALLOUT: (("out", "INVITE sip:{number}@fake.invalid SIP/2.0"),
-                           ("in", "SIP/2.0 100 Trying")),
-    LegEventKind.ALERTING: (("in", "SIP/2.0 180 Ringing"),),
-    LegEventKind.ANSWER: (("in", "SIP/2.0 200 OK"), ("out", "ACK sip:{number}@fake.invalid SIP/2.0")),
-    LegEventKind.DISCONNECT: (("out", "BYE sip:{number}@fake.invalid SIP/2.0"),
-                              ("in", "SIP/2.0 200 OK")),
+# line, CSeq), enough for the admin API's SIP-trace views to have something realistic to
+# show. A leg that ends without having answered was cancelled.
+_FAKE_SIP: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "callout": (("out", "INVITE sip:{n}@fake.invalid SIP/2.0", "1 INVITE"),
+                ("in", "SIP/2.0 100 Trying", "1 INVITE")),
+    "alerting": (("in", "SIP/2.0 180 Ringing", "1 INVITE"),),
+    "answer": (("in", "SIP/2.0 200 OK", "1 INVITE"),
+               ("out", "ACK sip:{n}@fake.invalid SIP/2.0", "1 ACK")),
+    "disconnect": (("out", "BYE sip:{n}@fake.invalid SIP/2.0", "2 BYE"),
+                   ("in", "SIP/2.0 200 OK", "2 BYE")),
+    "cancel": (("out", "CANCEL sip:{n}@fake.invalid SIP/2.0", "1 CANCEL"),
+               ("in", "SIP/2.0 200 OK", "1 CANCEL"),
+               ("in", "SIP/2.0 487 Request Terminated", "1 INVITE"),
+               ("out", "ACK sip:{n}@fake.invalid SIP/2.0", "1 ACK")),
 }
 
 
@@ -75,7 +82,10 @@ class FakeBackend:
     _stops: dict[str, asyncio.Event] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     traces: CallTraces = field(default_factory=CallTraces)
-    _legs: dict[str, dict[Leg, TracedLeg]] = field(default_factory=dict)
+    # per session, newest last, as many as the traces keep: its request, its traced legs
+    _traced: OrderedDict[str, tuple[RequestT, dict[Leg, TracedLeg]]] = field(
+        default_factory=OrderedDict)
+    _answered: set[str] = field(default_factory=set)     # Call-IDs of answered legs
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     def _launch(self, req: RequestT, coro_fn: Callable[[RequestT, FakeScript, asyncio.Event],
@@ -84,6 +94,10 @@ class FakeBackend:
         if script.refuse:
             raise BackendError("Insufficient voice ports.")
         self.requests.append(req)
+        self._traced[req.session_id] = (req, {})
+        while len(self._traced) > max(1, self.traces.max_calls):
+            _, (_, legs) = self._traced.popitem(last=False)
+            self._answered.difference_update(t.call_id for t in legs.values())
         stop = asyncio.Event()
         self._stops[req.session_id] = stop
         task: asyncio.Task[None] = asyncio.create_task(coro_fn(req, script, stop))  # type: ignore[arg-type]
@@ -133,10 +147,10 @@ class FakeBackend:
     # -- SIP traces (synthetic) ----------------------------------------------------------------
 
     def sip_trace(self, session_id: str) -> dict[str, Any] | None:
-        legs = self._legs.get(session_id)
-        if legs is None:
+        entry = self._traced.get(session_id)
+        if entry is None:
             return None
-        return session_document(self.traces, session_id, list(legs.values()))
+        return session_document(self.traces, session_id, list(entry[1].values()))
 
     def sip_dialogs(self, limit: int = 100) -> list[dict[str, Any]]:
         return recent_dialogs(self.traces, self._sessions_by_call_id(), limit)
@@ -145,26 +159,31 @@ class FakeBackend:
         return dialog_document(self.traces, call_id, self._sessions_by_call_id().get(call_id))
 
     def _sessions_by_call_id(self) -> dict[str, str]:
-        return {t.call_id: sid for sid, legs in self._legs.items() for t in legs.values()}
+        return {t.call_id: sid for sid, (_, legs) in self._traced.items() for t in legs.values()}
 
     def _trace(self, sid: str, leg: Leg, kind: LegEventKind, now: float) -> None:
-        req = next((r for r in self.requests if r.session_id == sid), None)
-        legs = self._legs.setdefault(sid, {})
+        entry = self._traced.get(sid)
+        if entry is None:
+            return
+        req, legs = entry
         traced = legs.get(leg)
         if traced is None:
-            callback = isinstance(req, CallbackRequest)
-            role = "caller" if callback and leg is Leg.A else "callee"
-            number = "" if req is None else (
-                req.caller_nbr if isinstance(req, CallbackRequest) and leg is Leg.A
-                else req.callee_nbr)
-            traced = legs[leg] = TracedLeg(leg.value, role, number,
-                                           f"fake{next(self._ids)}@fake.invalid")
+            caller_leg = isinstance(req, CallbackRequest) and leg is Leg.A
+            number = req.caller_nbr if isinstance(req, CallbackRequest) and caller_leg \
+                else req.callee_nbr
+            traced = legs[leg] = TracedLeg(leg.value, "caller" if caller_leg else "callee",
+                                           number, f"fake{next(self._ids)}@fake.invalid")
+        step = kind.value
+        if kind is LegEventKind.ANSWER:
+            self._answered.add(traced.call_id)
+        elif kind is LegEventKind.DISCONNECT and traced.call_id not in self._answered:
+            step = "cancel"
         port = 5071 if leg is Leg.A else 5072
-        for direction, first in _FAKE_SIP.get(kind, ()):
-            line = first.format(number=traced.number)
-            cseq = "2 BYE" if kind is LegEventKind.DISCONNECT else (
-                "1 ACK" if line.startswith("ACK") else "1 INVITE")
-            data = f"{line}\r\nCall-ID: {traced.call_id}\r\nCSeq: {cseq}\r\n\r\n".encode()
+        for direction, first, cseq in _FAKE_SIP.get(step, ()):
+            line = first.format(n=traced.number)
+            tag = "" if line.startswith(("INVITE", "CANCEL")) else ";tag=fake"  # in dialog
+            data = (f"{line}\r\nTo: <sip:{traced.number}@fake.invalid>{tag}\r\n"
+                    f"Call-ID: {traced.call_id}\r\nCSeq: {cseq}\r\n\r\n").encode()
             self.traces.add(traced.call_id, TraceEntry(now, direction, "udp", "127.0.0.1:5060",
                                                        f"127.0.0.1:{port}", line, data))
 
