@@ -268,6 +268,13 @@ kind = "display"
 """
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all cores spent busy (not idle/iowait) since boot, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, from /proc/PID/stat (fields 14 and 15, in clock ticks)."""
     raw = Path(f"/proc/{pid}/stat").read_text()
@@ -290,8 +297,8 @@ def sipp_calls(stat_file: Path) -> str:
             f"{row.get('FailedCall(C)', '?')} failed (cumulative)")
 
 
-async def switch_bench(tmp: Path, rate: float, seconds: float,
-                       receiver: Receiver) -> dict[str, object]:
+async def switch_bench(tmp: Path, rate: float, seconds: float, receiver: Receiver,
+                       warmup: int = 0) -> dict[str, object]:
     sip_port, gw_port, api_port = free_port_pair(), free_port_pair(), free_port()
     scen = tmp / "busy_uas.xml"
     scen.write_text(BUSY_UAS)
@@ -312,10 +319,14 @@ async def switch_bench(tmp: Path, rate: float, seconds: float,
         latencies: list[float] = []
         codes: dict[str, int] = {}
         limits = httpx.Limits(max_connections=500, max_keepalive_connections=0)
-        cpu0, own0 = cpu_seconds(pid), time.process_time()
+
+        def cdrs() -> int:
+            return sum(len(r.body.get("feeLst", [])) for r in receiver.on("/fee")
+                       if isinstance(r.body, dict))
+
         async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits,
                                      trust_env=False) as client:
-            async def one(i: int) -> None:
+            async def one(i: int, measured: bool = True) -> None:
                 # Distinct caller and callee per request: no frequency limit can bite.
                 body = {"displayNbr": "+8675500000001", "displayCalleeNbr": "+8675500000002",
                         "callerNbr": f"+86138{i:08d}", "calleeNbr": f"+86139{i:08d}"}
@@ -326,9 +337,23 @@ async def switch_bench(tmp: Path, rate: float, seconds: float,
                     code = str(r.json().get("resultcode", f"http{r.status_code}"))
                 except (httpx.HTTPError, ValueError) as e:
                     code = type(e).__name__
-                latencies.append((time.perf_counter() - t0) * 1000)
-                codes[code] = codes.get(code, 0) + 1
+                if measured:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    codes[code] = codes.get(code, 0) + 1
 
+            # Warm-up (not measured): the first requests pay lazy imports, DB connections and
+            # caches. Sent at 20/s; their pushes are waited for and left out of the counts.
+            warm = []
+            for i in range(warmup):
+                warm.append(asyncio.create_task(one(10**7 + i, measured=False)))
+                await asyncio.sleep(0.05)
+            await asyncio.gather(*warm)
+            warm_deadline = time.perf_counter() + 15
+            while warmup and time.perf_counter() < warm_deadline and (
+                    cdrs() < warmup or len(receiver.on("/status")) < 2 * warmup):
+                await asyncio.sleep(0.1)
+            cdr0, push0, fee0 = cdrs(), len(receiver.on("/status")), len(receiver.on("/fee"))
+            cpu0, own0, busy0 = cpu_seconds(pid), time.process_time(), machine_busy_s()
             n = int(rate * seconds)
             start = time.perf_counter()
             tasks = []
@@ -342,37 +367,41 @@ async def switch_bench(tmp: Path, rate: float, seconds: float,
             elapsed = time.perf_counter() - start
         ok = codes.get("0", 0)
         drain_deadline = time.perf_counter() + 15
-        def cdrs() -> int:
-            return sum(len(r.body.get("feeLst", [])) for r in receiver.on("/fee")
-                       if isinstance(r.body, dict))
         # Drain: wait (≤ 15 s) for one CDR and two status pushes (callout, disconnect of the
         # busy A leg) per accepted call.
         while time.perf_counter() < drain_deadline and (
-                cdrs() < ok or len(receiver.on("/status")) < 2 * ok):
+                cdrs() - cdr0 < ok or len(receiver.on("/status")) - push0 < 2 * ok):
             await asyncio.sleep(0.1)
         window = time.perf_counter() - start
         cpu, own = cpu_seconds(pid) - cpu0, time.process_time() - own0
+        # Everything else on the (shared) machine: all busy CPU minus the daemon and this
+        # client (SIPp and the receiver's share is small and counted here too).
+        others = max(0.0, machine_busy_s() - busy0 - cpu - own)
         print(f"switch: {n} signed click2Call, sent at {n / sent:.1f} req/s "
               f"(target {rate:.0f}), all answered after {elapsed:.1f} s")
         print(f"api latency ms: p50 {pct(latencies, 50):.2f}  p90 {pct(latencies, 90):.2f}  "
               f"p99 {pct(latencies, 99):.2f}  max {max(latencies):.2f}  "
               f"mean {statistics.fmean(latencies):.2f}")
         print(f"result codes: {dict(sorted(codes.items()))}")
-        pushes, fee_posts, n_cdrs = len(receiver.on("/status")), len(receiver.on("/fee")), cdrs()
+        pushes, n_cdrs = len(receiver.on("/status")) - push0, cdrs() - cdr0
+        fee_posts = len(receiver.on("/fee")) - fee0
         print(f"receiver over {window:.1f} s (load + drain): {pushes} status pushes "
               f"({pushes / window:.0f}/s), {n_cdrs} CDRs ({n_cdrs / window:.0f}/s) in "
               f"{fee_posts} fee pushes; missing after drain: {max(0, ok - n_cdrs)} CDRs, "
               f"{max(0, 2 * ok - pushes)} status pushes")
         print(f"daemon CPU: {cpu:.2f} s over the window = {cpu / n * 1000:.2f} ms per request "
-              f"({cpu / window * 100:.0f}% of one core); bench client itself: {own:.2f} s CPU")
+              f"({cpu / window * 100:.0f}% of one core); bench client itself: {own:.2f} s CPU; "
+              f"everything else on the machine {others / window * 100:.0f}% of one core")
         result: dict[str, object] = {
-            "rate": rate, "seconds": seconds, "requests": n, "sent_rate": n / sent,
+            "rate": rate, "seconds": seconds, "warmup": warmup, "requests": n,
+            "sent_rate": n / sent,
             "answered_after_s": elapsed, "p50_ms": pct(latencies, 50),
             "p90_ms": pct(latencies, 90), "p99_ms": pct(latencies, 99),
             "max_ms": max(latencies), "codes": dict(sorted(codes.items())),
             "status_pushes": pushes, "cdrs": n_cdrs, "missing_cdrs": max(0, ok - n_cdrs),
             "missing_status": max(0, 2 * ok - pushes), "daemon_cpu_ms_per_request": cpu / n * 1000,
             "daemon_cpu_pct": cpu / window * 100, "client_cpu_s": own,
+            "others_cpu_pct": others / window * 100,
             "load_avg_1m": os.getloadavg()[0]}
         if daemon.proc.poll() is not None:
             print(f"daemon EXITED with {daemon.proc.returncode}")
@@ -407,6 +436,8 @@ async def main() -> None:
     ap.add_argument("--switch", action="store_true",
                     help="real daemon originating every click2Call to a SIPp UAS (486 Busy)")
     ap.add_argument("--json", help="--switch: write the measured numbers to this file")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="--switch: requests sent (at 20/s) and drained before the measurement")
     args = ap.parse_args()
     import structlog
     devnull = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
@@ -414,7 +445,8 @@ async def main() -> None:
     receiver = await Receiver().start()
     if args.switch:
         with tempfile.TemporaryDirectory() as d:
-            result = await switch_bench(Path(d), args.rate, args.seconds, receiver)
+            result = await switch_bench(Path(d), args.rate, args.seconds, receiver,
+                                        args.warmup)
         await receiver.stop()
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
