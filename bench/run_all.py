@@ -97,12 +97,14 @@ def cps_rows(r: dict[str, Any]) -> list[Row]:
         detail = ""
         if at is not None:
             detail = (f"at {kept}/s: achieved {at['achieved']:.0f}/s, p99 setup "
-                      f"{at['p99']:.0f} ms, {at['sw_cpu_ms_per_call'] or 0:.2f} ms CPU/call")
+                      f"{at['p99']:.0f} ms, {at['sw_cpu_ms_per_call'] or 0:.2f} ms CPU/call, "
+                      f"others {at['others_pct']:.0f}% core")
         nxt = [s for s in r["series"][series] if kept is None or s["offered"] > kept]
         if nxt:
             s = nxt[0]
             detail += (f"; at {s['offered']}/s: {s['failed']} failed, {s['unfinished']} "
-                       f"unfinished, achieved {s['achieved']:.0f}/s, p99 {s['p99'] or 0:.0f} ms")
+                       f"unfinished, achieved {s['achieved']:.0f}/s, p99 {s['p99'] or 0:.0f} ms, "
+                       f"switch {s['sw_cpu_pct'] or 0:.0f}% core, others {s['others_pct']:.0f}% core")
         rows.append(Row(f"SIP calls/s kept up with, 0 failures ({label})", measured,
                         f"≥ {GOALS['cps']}", kept is not None and kept >= GOALS["cps"],
                         detail.lstrip("; ")))
@@ -154,7 +156,8 @@ def media_bench(mode: str) -> Bench:
 def api_rows(r: dict[str, Any]) -> list[Row]:
     clean = set(r["codes"]) == {"0"} and not r["missing_cdrs"] and not r["missing_status"]
     detail = (f"sent {r['sent_rate']:.1f} req/s; p90 {r['p90_ms']:.1f} ms, max {r['max_ms']:.0f} "
-              f"ms; codes {r['codes']}; {r['daemon_cpu_ms_per_request']:.1f} ms daemon CPU/req"
+              f"ms; codes {r['codes']}; {r['daemon_cpu_ms_per_request']:.1f} ms daemon CPU/req "
+              f"({r['daemon_cpu_pct']:.0f}% core), others {r.get('others_cpu_pct', 0):.0f}% core"
               f"; missing CDRs {r['missing_cdrs']}, status pushes {r['missing_status']}")
     return [Row(f"API click2Call latency p50 / p99 at {r['rate']:.0f} req/s (real daemon)",
                 f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms",
