@@ -1,7 +1,8 @@
 """Per-call SIP traces through the admin API against the real daemon: a signed click2Call to
 two SIPp gateways (A answers, B answers and hangs up), then ``/admin/v1/calls/{sid}/sip-trace``
 as JSON and as a ladder, ``/admin/v1/sip-traces[/{callId}]``, ``voicecall admin trace``, and a
-softphone-style B2BUA call (SIPp UAC → node → SIPp UAS) found by its Call-ID."""
+notification's single callee leg, and a softphone-style B2BUA call (SIPp UAC → node → SIPp
+UAS) found by its Call-ID."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from tests.integration.harness import Sipp, uac
 from tests.integration.services.node import (
     CALLEE,
     CALLER,
+    CALLNOTIFY,
     CLICK2CALL,
+    DISPLAY,
     ServiceNode,
     callback_body,
     wait_closed,
@@ -260,3 +263,27 @@ async def test_b2bua_call_is_traced_by_call_id(node: AdminNode) -> None:
     r = await node.admin(f"/sip-traces/{inbound[0]['call_id']}")
     got = methods(r.json()["messages"])
     assert got[0] == ("in", "INVITE") and ("out", "200 INVITE") in got and ("in", "ACK") in got
+
+
+async def test_notification_trace_has_one_callee_leg_on_the_right(node: AdminNode) -> None:
+    callee = node.party("B", trying_uas("nt_b").ring().answer().wait_bye().write(node.workdir))
+    r = await node.post(CALLNOTIFY, {"displayNbr": DISPLAY, "calleeNbr": CALLEE,
+                                     "playInfoList": [{"notifyVoice": "pre_05s.wav"}]})
+    assert r.status_code == 200, r.text
+    sid = r.json()["sessionId"]
+    await wait_closed(node.receiver, sid, legs=1, timeout=30)
+    res = await wait_peer(callee, 30)
+    assert res.ok, res.explain() + node.log()[-4000:]
+    doc = (await node.admin(f"/calls/{sid}/sip-trace")).json()
+    assert [(g["leg"], g["role"], g["number"]) for g in doc["legs"]] == [("A", "callee", CALLEE)]
+    # the switch plays the file and hangs up: its BYE goes out, the 200 comes back
+    assert_in_order(methods(doc["messages"]), [
+        ("out", "INVITE"), ("in", "100 INVITE"), ("in", "180 INVITE"), ("in", "200 INVITE"),
+        ("out", "ACK"), ("out", "BYE"), ("in", "200 BYE")])
+    r = await node.admin(f"/calls/{sid}/sip-trace", headers={"Accept": "text/plain"})
+    lines = r.text.splitlines()
+    head = next(ln for ln in lines if "voicecall" in ln and "A callee" in ln)
+    assert head.index("voicecall") < head.index("A callee"), r.text
+    rows = [ln for ln in lines if ln.startswith("+")]
+    assert re.search(r"\|-+ INVITE \+SDP -+>\|", rows[0]), r.text
+    assert re.search(r"\|<-+ 200 OK \(BYE\) -+\|", rows[-1]), r.text
