@@ -8,6 +8,7 @@ exactly one terminal event: ``LegFailed`` (never answered) or ``LegEnded`` (afte
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -153,6 +154,9 @@ class Leg:
     invite: Request | None = None
     _listeners: list[Callable[[Leg, LegEvent], None]] = field(default_factory=list)
     _hangup_requested: bool = False
+    # Context variables of whoever dialled the leg (a service call binds session_id for
+    # structlog): the UA handles the peer's in-dialog requests inside them. None: none set.
+    context: contextvars.Context | None = None
 
     def __post_init__(self) -> None:
         self.log = log.bind(call_id=self.call_id, leg=self.label or self.direction.value)

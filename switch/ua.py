@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import random
 import secrets
@@ -205,7 +206,10 @@ class UserAgent:
             if leg is None or leg.adapter is None:
                 self._respond(txn, make_response(req, 481, "Call/Transaction Does Not Exist"))
                 return
-            leg.adapter.run(leg.adapter.session.on_request(req, txn, self.now))
+            if leg.context is not None:
+                leg.context.run(self._in_dialog, leg, req, txn)
+            else:
+                self._in_dialog(leg, req, txn)
             return
         if req.method == "INVITE":
             self._on_invite(req, txn, source)
@@ -217,6 +221,10 @@ class UserAgent:
             self._respond(txn, make_response(req, 481, "Call/Transaction Does Not Exist"))
         else:
             self._respond(txn, make_response(req, 405, headers=[("Allow", ", ".join(ALLOW))]))
+
+    def _in_dialog(self, leg: Leg, req: Request, txn: tl.ServerTransactionRef | None) -> None:
+        if leg.adapter is not None:
+            leg.adapter.run(leg.adapter.session.on_request(req, txn, self.now))
 
     def on_cancel(self, cancel: Request, invite_txn: tl.ServerTransactionRef | None) -> None:
         leg = self.invite_txns.get(invite_txn) if invite_txn is not None else None
@@ -418,6 +426,9 @@ class UserAgent:
         call_id = f"{secrets.token_hex(10)}@{self.sip.advertise}"
         leg = Leg(Direction.OUTBOUND, call_id, label=label, peer_number=number,
                   local_number=from_number)
+        ctx = contextvars.copy_context()
+        if len(ctx):
+            leg.context = ctx
         targets = self.targets_for(number)
         if isinstance(targets, LegFailed):
             self.stack.loop.call_soon(leg.emit, targets)

@@ -5,6 +5,7 @@ drives every SIP timer (``TransactionLayer.next_deadline``)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -76,6 +77,12 @@ def _with_to_tag(resp: Response) -> Response:
 ResponseCallback = Callable[[Response | None], None]
 """Called with each response of a client transaction; ``None`` means it timed out or the
 transport failed (the caller synthesises 408/503)."""
+
+
+def _in_context(ctx: contextvars.Context, callback: ResponseCallback) -> ResponseCallback:
+    def run(resp: Response | None) -> None:
+        ctx.run(callback, resp)
+    return run
 
 
 class TransactionUser(Protocol):
@@ -208,7 +215,14 @@ class SipStack:
 
     # ---------------------------------------------------------------- output
     def send_request(self, req: Request, peer: Peer, on_response: ResponseCallback) -> object:
-        """Send a request in a new client transaction; returns the transaction handle."""
+        """Send a request in a new client transaction; returns the transaction handle.
+
+        ``on_response`` runs in the context variables of the caller (like a callback of
+        ``loop.call_soon``): a service call's task binds ``session_id`` for structlog, and
+        what its legs log on their responses keeps it."""
+        ctx = contextvars.copy_context()
+        if len(ctx):
+            on_response = _in_context(ctx, on_response)
         req = self.prepare_request(req, peer)
         now = self.loop.time()
         txn, effects = self.layer.send_request(req, peer, now)

@@ -3,6 +3,7 @@ SIPp UAC (a trusted gateway) → voicecall B2BUA → SIPp UAS (the carrier gatew
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import urllib.request
@@ -11,7 +12,21 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.control_api.helpers import Receiver
 from tests.integration.harness import Daemon, free_port, running, uac, uas
+from tests.integration.services.node import (
+    CALLEE as SERVICE_CALLEE,
+)
+from tests.integration.services.node import (
+    CALLNOTIFY,
+    CLICK2CALL,
+    DISPLAY,
+    ServiceNode,
+    callback_body,
+    wait_closed,
+    wait_peer,
+)
+from tests.integration.services.scen import Uas
 
 pytestmark = pytest.mark.integration
 
@@ -48,16 +63,16 @@ gateways = ["carrier"]
 """
 
 
-def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(base: str, node: str = "m1") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of ``GET /metrics`` as (name, sorted labels without node) → value;
-    asserts each carries node="m1"."""
+    asserts each of ours carries the node label."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
         text = r.read().decode()
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name.startswith("voicecall_"):
-                assert s.labels.get("node") == "m1", s
+                assert s.labels.get("node") == node, s
             labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "node"))
             out[(s.name, labels)] = s.value
     return out
@@ -131,3 +146,57 @@ def test_switch_series_after_sipp_calls(workdir: Path) -> None:
     assert value(v, "voicecall_sip_bad_messages_total", reason="parse") == 0
     assert value(v, "voicecall_gateway_up", gateway="carrier") == 1
     assert ("voicecall_sip_transactions", (("side", "server"),)) in v
+
+
+async def test_service_series_after_notification_and_failed_callback(tmp_path: Path) -> None:
+    """A notification the callee answers (normal end: stateCode 0 on its one leg) and a
+    callback whose A party is busy (8108 "caller busy" on leg a, B never dialled)."""
+    receiver = await Receiver().start()
+    svc = ServiceNode(tmp_path, receiver).start()
+    try:
+        p = svc.party("B", Uas("n").ring().answer().wait_bye().write(tmp_path))
+        r = await svc.post(CALLNOTIFY, {"displayNbr": DISPLAY, "calleeNbr": SERVICE_CALLEE,
+                                        "playInfoList": [{"notifyVoice": "pre_05s.wav"}]})
+        assert r.status_code == 200, r.text
+        await wait_closed(receiver, r.json()["sessionId"], legs=1, timeout=40)
+        res = await wait_peer(p, 20)
+        assert res.ok, res.explain() + svc.log()[-3000:]
+
+        p = svc.party("A", Uas("a").ring().reject(486, "Busy Here").write(tmp_path))
+        r = await svc.post(CLICK2CALL, callback_body())
+        assert r.status_code == 200, r.text
+        await wait_closed(receiver, r.json()["sessionId"], legs=1, timeout=40)
+        res = await wait_peer(p, 20)
+        assert res.ok, res.explain() + svc.log()[-3000:]
+
+        base = f"http://127.0.0.1:{svc.api_port}"
+        deadline = time.monotonic() + 15
+        while True:
+            v = await asyncio.to_thread(scrape, base, "vc1")
+            active = sum(value(v, name, service=s) for s in ("notify", "callback")
+                         for name in ("voicecall_calls_active", "voicecall_legs_active"))
+            if active == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        svc.stop()
+        await receiver.stop()
+    outcomes = {labels: n for (name, labels), n in v.items()
+                if name == "voicecall_call_outcomes_total"}
+    assert value(v, "voicecall_calls_total", service="notify") == 1, outcomes
+    assert value(v, "voicecall_calls_total", service="callback") == 1
+    assert value(v, "voicecall_calls_total", service="verify") == 0
+    for s in ("notify", "callback"):
+        assert value(v, "voicecall_calls_active", service=s) == 0
+        assert value(v, "voicecall_legs_active", service=s) == 0
+    assert value(v, "voicecall_call_outcomes_total", service="notify", leg="callee",
+                 state_code="0") == 1
+    assert value(v, "voicecall_call_outcomes_total", service="callback", leg="a",
+                 state_code="8108") == 1, outcomes
+    assert not any(name == "voicecall_call_outcomes_total" and dict(labels).get("leg") == "b"
+                   for name, labels in v)
+    assert value(v, "voicecall_gateway_calls_total", gateway="gwb", outcome="answered") == 1
+    assert value(v, "voicecall_gateway_calls_total", gateway="gwa", outcome="busy") == 1
+    assert value(v, "voicecall_call_answer_seconds_out_count") == 1
+    assert value(v, "voicecall_call_pdd_seconds_out_count") == 2
+    assert value(v, "voicecall_call_pdd_seconds_in_count") == 0

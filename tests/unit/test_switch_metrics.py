@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
 from switch.config import GatewayConfig, NodeConfig, RouteConfig, SipConfig, UserConfig
@@ -406,3 +407,46 @@ def test_service_counters_from_runtime_hooks(service: str) -> None:
     assert v("voicecall_calls_active") == 0
     assert v("voicecall_legs_active") == 0
     assert v("voicecall_call_outcomes_total", leg="callee", state_code="8000") == 1
+
+
+async def test_service_leg_log_lines_carry_session_and_call_id() -> None:
+    """A leg dialled inside a service call's context (``session_id`` bound) logs what its
+    responses and the peer's in-dialog requests cause with that session_id, although they
+    arrive later from the transport, outside that context."""
+    async with rig() as r:
+        gw = r.gw
+        with structlog.testing.capture_logs(
+                processors=[structlog.contextvars.merge_contextvars]) as logs:
+            with structlog.contextvars.bound_contextvars(session_id="s-busy"):
+                busy = r.node.ua.originate(CALLEE, "+8613800000000", SDP, label="A")
+            out = await gw.expect("INVITE")
+            assert isinstance(out, Request)
+            gw.send(answer(out, 486, gw))
+            await asyncio.wait_for(busy.wait_for(), WAIT)
+
+            with structlog.contextvars.bound_contextvars(session_id="s-talk"):
+                talk = r.node.ua.originate(CALLEE, "+8613800000000", SDP, label="A")
+            out = await gw.expect("INVITE")
+            assert isinstance(out, Request)
+            gw.send(answer(out, 200, gw, body=SDP))
+            ack = await gw.expect("ACK")
+            assert isinstance(ack, Request)
+            # The gateway hangs up: a BYE in the dialog, to our Contact.
+            contact = out.headers.get("Contact") or ""
+            gw.send((
+                f"BYE {contact.strip('<>')} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{gw.port};branch=z9hG4bKgwbye1\r\n"
+                f"Max-Forwards: 70\r\nFrom: {out.headers.get('To')};tag=gw1\r\n"
+                f"To: {out.headers.get('From')}\r\nCall-ID: {out.call_id}\r\n"
+                f"CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n").encode())
+            await gw.expect("200")
+            await asyncio.wait_for(talk.wait_for(), WAIT)
+        failed = [e for e in logs if e["event"] == "session failed"]
+        ended = [e for e in logs if e["event"] == "session ended"]
+        assert failed and ended, logs
+        assert failed[0]["session_id"] == "s-busy" and failed[0]["call_id"] == busy.call_id
+        assert ended[0]["session_id"] == "s-talk" and ended[0]["call_id"] == talk.call_id
+        assert ended[0]["reason"] == "bye-received"
+        assert r.value("voicecall_gateway_calls_total", gateway="carrier", outcome="busy") == 1
+        assert r.value("voicecall_gateway_calls_total", gateway="carrier",
+                       outcome="answered") == 1
