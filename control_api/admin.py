@@ -396,10 +396,13 @@ def build_admin_router(ctx: ApiContext) -> APIRouter:
         return _trace_reply(doc, _wants_ladder(request, format))
 
     @r.get("/sip-traces", summary="Recent traced SIP Call-IDs (any call, newest first)")
-    async def list_sip_traces(limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
+    async def list_sip_traces(limit: int = Query(100, ge=1, le=10_000),
+                              everything: bool = Query(False, alias="all", description=(
+                                  "also OPTIONS probes, REGISTER and other non-call "
+                                  "exchanges"))) -> dict[str, Any]:
         """Also calls not started by the API (softphone to softphone through the B2BUA);
         ``session_id`` is set for the legs of API calls."""
-        return _ok(sip_traces=backend.sip_dialogs(limit))
+        return _ok(sip_traces=backend.sip_dialogs(limit, calls_only=not everything))
 
     @r.get("/sip-traces/{call_id:path}", responses=_TRACE_DOC, response_model=None,
            summary="SIP trace of one Call-ID (one dialog, JSON or a text ladder)")

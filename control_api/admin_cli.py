@@ -112,7 +112,7 @@ def _build(args: argparse.Namespace) -> Request:
             raise ValueError("give a SESSION_ID or --call-id")
         return "GET", f"/calls/{_q(args.session_id)}/sip-trace", {"params": fmt}
     if g == "traces":
-        return "GET", "/sip-traces", {"params": _params(args, "limit")}
+        return "GET", "/sip-traces", {"params": _params(args, "limit", "all")}
     if g == "billing":
         return "GET", "/billing", {"params": _params(args, "since", "until", "account",
                                                      "app_key")}
@@ -278,6 +278,8 @@ def register(subparsers: Any) -> None:
     trs = groups.add_parser("traces", help="recent traced SIP Call-IDs on the node")
     trs.set_defaults(admin_cmd="list")
     trs.add_argument("--limit", type=int)
+    trs.add_argument("--all", action="store_true", default=None,
+                     help="also OPTIONS probes, REGISTER and other non-call exchanges")
 
     bill = groups.add_parser("billing", help="usage and number rent summary")
     bill.set_defaults(admin_cmd="summary")

@@ -76,10 +76,12 @@ class CallBackend(Protocol):
 
     def sip_trace(self, session_id: str) -> SipTrace | None: ...
 
-    def sip_dialogs(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest traced Call-IDs, newest first: ``call_id``, ``session_id`` (None for a
-        call not started by the API), ``time``, ``timestamp``, ``last_timestamp``,
-        ``direction`` ("inbound"|"outbound"), ``first_line``, ``remote``, ``messages``."""
+    def sip_dialogs(self, limit: int = 100, *, calls_only: bool = True,
+                    ) -> list[dict[str, Any]]:
+        """The newest traced Call-IDs (INVITE dialogs; with ``calls_only=False`` also OPTIONS,
+        REGISTER …), newest first: ``call_id``, ``session_id`` (None for a call not started
+        by the API), ``time``, ``timestamp``, ``last_timestamp``, ``direction``
+        ("inbound"|"outbound"), ``first_line``, ``remote``, ``messages``."""
         ...
 
     def sip_dialog(self, call_id: str) -> SipTrace | None: ...

@@ -29,28 +29,43 @@ class TraceEntry:
 
 
 class CallTraces:
+    """The newest ``max_calls`` calls (Call-IDs opened by an INVITE) and, apart, as many other
+    exchanges (OPTIONS probes, REGISTER, …): a gateway probed every 30 s opens a Call-ID per
+    probe, and those must not push the calls out."""
+
     def __init__(self, max_calls: int = 200, max_messages_per_call: int = 500) -> None:
         self.max_calls = max_calls
         self.max_messages = max_messages_per_call
         self._calls: OrderedDict[str, list[TraceEntry]] = OrderedDict()
+        self._other: OrderedDict[str, list[TraceEntry]] = OrderedDict()
 
     def add(self, call_id: str, entry: TraceEntry) -> None:
         if self.max_calls == 0 or not call_id:
             return
         entries = self._calls.get(call_id)
         if entries is None:
-            entries = self._calls[call_id] = []
-            while len(self._calls) > self.max_calls:
-                self._calls.popitem(last=False)
+            entries = self._other.get(call_id)
+        if entries is None:
+            bucket = self._calls if entry.first_line.startswith("INVITE ") else self._other
+            entries = bucket[call_id] = []
+            while len(bucket) > self.max_calls:
+                bucket.popitem(last=False)
         if len(entries) < self.max_messages:
             entries.append(entry)
 
     def get(self, call_id: str) -> list[TraceEntry] | None:
         entries = self._calls.get(call_id)
+        if entries is None:
+            entries = self._other.get(call_id)
         return list(entries) if entries is not None else None
 
-    def call_ids(self) -> list[str]:
-        return list(self._calls)
+    def call_ids(self, *, calls_only: bool = False) -> list[str]:
+        """Traced Call-IDs, oldest first; ``calls_only``: only those opened by an INVITE."""
+        if calls_only or not self._other:
+            return list(self._calls)
+        both = [*self._calls.items(), *self._other.items()]
+        both.sort(key=lambda kv: kv[1][0].timestamp if kv[1] else 0.0)
+        return [k for k, _ in both]
 
     def ladder(self, call_id: str) -> str:
         """A text ladder diagram of one call's messages ("" if the call is unknown)."""
@@ -291,12 +306,13 @@ def dialog_document(traces: CallTraces, call_id: str,
 
 
 def recent_dialogs(traces: CallTraces, sessions: dict[str, str] | None = None,
-                   limit: int = 100) -> list[dict[str, Any]]:
-    """The newest ``limit`` traced Call-IDs, newest first, each with what identifies it in a
-    list: when, the first request line, the far end, how many messages, its API session."""
+                   limit: int = 100, *, calls_only: bool = True) -> list[dict[str, Any]]:
+    """The newest ``limit`` traced Call-IDs (calls only, or with OPTIONS, REGISTER …), newest
+    first, each with what identifies it in a list: when, the first request line, the far
+    end, how many messages, its API session."""
     sessions = sessions or {}
     out: list[dict[str, Any]] = []
-    for call_id in reversed(traces.call_ids()):
+    for call_id in reversed(traces.call_ids(calls_only=calls_only)):
         if len(out) >= limit:
             break
         entries = traces.get(call_id) or []

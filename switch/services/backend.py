@@ -93,8 +93,10 @@ class SwitchBackend:
             return None
         return session_document(self.traces, session_id, legs)
 
-    def sip_dialogs(self, limit: int = 100) -> list[dict[str, Any]]:
-        return recent_dialogs(self.traces, self._sessions_by_call_id(), limit)
+    def sip_dialogs(self, limit: int = 100, *, calls_only: bool = True,
+                    ) -> list[dict[str, Any]]:
+        return recent_dialogs(self.traces, self._sessions_by_call_id(), limit,
+                              calls_only=calls_only)
 
     def sip_dialog(self, call_id: str) -> dict[str, Any] | None:
         return dialog_document(self.traces, call_id, self._sessions_by_call_id().get(call_id))

@@ -166,3 +166,20 @@ def test_recent_dialogs_newest_first_with_sessions() -> None:
         ("y", None, "inbound"), ("x", "sid-x", "inbound")]
     assert got[0]["remote"] == f"udp:{A}" and got[0]["messages"] == 1
     assert recent_dialogs(traces, limit=1)[0]["call_id"] == "y"
+
+
+def test_probes_and_registrations_do_not_push_calls_out() -> None:
+    traces = CallTraces(max_calls=2)
+    traces.add("call-1", msg(0.0, "out", B, "INVITE sip:1@h SIP/2.0", to_tag=False))
+    for i in range(5):   # a gateway probed every 30 s: a Call-ID per probe
+        traces.add(f"ping-{i}", msg(1.0 + i, "out", B, "OPTIONS sip:gw@h SIP/2.0",
+                                    to_tag=False, cseq="1 OPTIONS"))
+    traces.add("call-2", msg(9.0, "in", A, "INVITE sip:2@h SIP/2.0", to_tag=False))
+    traces.add("call-1", msg(10.0, "in", B, "SIP/2.0 200 OK"))
+    assert traces.call_ids(calls_only=True) == ["call-1", "call-2"]
+    assert traces.call_ids() == ["call-1", "ping-3", "ping-4", "call-2"]   # by first message
+    assert traces.get("call-1") is not None and len(traces.get("call-1") or []) == 2
+    assert traces.get("ping-0") is None
+    assert [d["call_id"] for d in recent_dialogs(traces)] == ["call-2", "call-1"]
+    assert [d["call_id"] for d in recent_dialogs(traces, calls_only=False, limit=3)] == [
+        "call-2", "ping-4", "ping-3"]
