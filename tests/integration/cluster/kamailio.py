@@ -90,6 +90,18 @@ class Kamailio:
         self.stop()
         raise RuntimeError("kamailio did not start:\n" + self.log()[-4000:])
 
+    def set_nodes(self, node_ports: list[int]) -> None:
+        """Point the dispatcher at these nodes: rewrite the list, ``dispatcher.reload``."""
+        self.node_ports = list(node_ports)
+        (self.workdir / "dispatcher.list").write_text(dispatcher_list(self.node_ports))
+        self.rpc("dispatcher.reload")
+        want = {f"sip:127.0.0.1:{p}" for p in self.node_ports}
+        deadline = time.monotonic() + 10
+        while set(self.targets()) != want:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"dispatcher.reload: {self.targets()} != {want}")
+            time.sleep(0.1)
+
     def rpc(self, *cmd: str, check: bool = True) -> str:
         r = subprocess.run([KAMCMD, "-s", self.ctl, *cmd], capture_output=True, text=True,
                            timeout=10, check=False)
