@@ -284,6 +284,14 @@ def machine() -> dict[str, Any]:
     except ImportError:
         uv = "not installed"
     commit = version(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"])
+    # The shared working tree may hold others' uncommitted edits: the run measured those too.
+    try:
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10, check=False).stdout.split("\n")
+        modified = sorted(ln[3:] for ln in dirty if ln.strip())
+    except OSError:
+        modified = []
     sipp = version(["sipp", "-v"])
     return {
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -291,7 +299,7 @@ def machine() -> dict[str, Any]:
         "ram": first("/proc/meminfo", "MemTotal"), "kernel": platform.release(),
         "python": platform.python_version(), "uvloop": uv,
         "rtpengine": version(["rtpengine", "--version"]), "sipp": sipp.strip(),
-        "commit": commit,
+        "commit": commit, "uncommitted": modified,
     }
 
 
@@ -313,12 +321,32 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def markdown(info: dict[str, Any], rows: list[Row]) -> str:
+    machine_lines = [
+        f"* date: {info['date_utc']}, wall time {info['wall_s']} s",
+        f"* machine: {info['nproc']} CPUs ({info['cpu']}), RAM {info['ram']}, "
+        f"kernel {info['kernel']}",
+        f"* Python {info['python']}, uvloop {info['uvloop']}, rtpengine {info['rtpengine']}, "
+        f"{info['sipp']}",
+        f"* commit: {info['commit']}"
+        + (f" plus uncommitted edits in the shared tree: {', '.join(info['uncommitted'])}"
+           if info.get("uncommitted") else ""),
+        f"* load average (1/5/15 min): start {info['load_avg_start']}, "
+        f"end {info['load_avg_end']}",
+    ]
+    details = [f"* {r.metric}: {r.detail}" for r in rows if r.detail]
+    return ("\n".join(machine_lines) + f"\n\n```\n{info['command']}\n```\n\n" + table(rows)
+            + "\n\nDetails:\n\n" + "\n".join(details) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short steps at the goals (~3-5 min)")
     ap.add_argument("--json", help="write machine info, rows and every benchmark's JSON here")
     ap.add_argument("--only", help="comma-separated subset: " + ",".join(b.name for b in BENCHES))
     ap.add_argument("--logs", help="keep each benchmark's full output in this directory")
+    ap.add_argument("--markdown", help="write machine, command, table and details as Markdown "
+                    "(the body of bench/RESULTS.md)")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
     unknown = (only or set()) - {b.name for b in BENCHES}
@@ -358,6 +386,8 @@ def main() -> int:
     for r in rows:
         if r.detail:
             print(f"* {r.metric}: {r.detail}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(info, rows))
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"machine": info, "goals": GOALS, "rows": [asdict(r) for r in rows], "raw": raw},
