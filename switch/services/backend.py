@@ -51,9 +51,17 @@ class SwitchBackend:
 
     def _ended_call(self, sid: str) -> None:
         entry = self.calls.pop(sid, None)
-        if entry is None or self.traces.max_calls == 0:
+        if entry is None:
             return
-        self._ended[sid] = _traced_legs(entry[0])
+        legs = _traced_legs(entry[0])
+        # One line per leg pairing the session with the SIP Call-ID: from a session's log
+        # lines to its SIP trace (and to the far end's logs, which know only the Call-ID).
+        for leg in legs:
+            log.info("call_leg", session_id=sid, app_key=entry[0].req.app_key, leg=leg.leg,
+                     role=leg.role, call_id=leg.call_id)
+        if self.traces.max_calls == 0:
+            return
+        self._ended[sid] = legs
         while len(self._ended) > self.traces.max_calls:
             self._ended.popitem(last=False)
 
