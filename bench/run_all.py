@@ -140,6 +140,11 @@ def media_bench(mode: str) -> Bench:
         else:
             measured = f"≥ {best}" if best == top else str(best)
         detail = [f"empty-loop timer lateness p99 {r.get('baseline_timer_p99_ms', 0):.1f} ms"]
+        if steps and "rss_kib_after" in steps[0]:
+            # First step only: later ones reuse memory the earlier ones freed.
+            s0 = steps[0]
+            detail.append(f"engine RSS +{(s0['rss_kib_after'] - s0['rss_kib_before']) / s0['n']:.1f}"
+                          f" KiB per {'call' if mode != 'prompts' else 'stream'} at N={s0['n']}")
         for s in steps:
             detail.append(f"N={s['n']}: lost {s['lost']}, p99 {s['jitter_p99_ms']:.2f} ms, "
                           f"engine {s['engine_cpu_pct']:.0f}% core "
