@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -43,7 +44,7 @@ from tests.deploy_files import (
     promql_metric_names,
     readme_catalogue,
 )
-from tests.integration.harness import Daemon, free_port, running, uac, uas
+from tests.integration.harness import Daemon, Sipp, free_port, uac, uas
 from tests.integration.test_sipp_calls import CALLEE, node_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -160,6 +161,43 @@ def _stop(proc: subprocess.Popen[str]) -> None:
             proc.wait(timeout=5)
 
 
+def _free_media_port() -> int:
+    """An even port with the next three free too: SIPp -mp binds audio RTP/RTCP at p, p+1
+    and video at p+2, p+3 (harness.free_port checks p and p+1 only)."""
+    for _ in range(100):
+        p = free_port()
+        socks: list[socket.socket] = []
+        try:
+            for q in (p + 2, p + 3):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", q))
+            return p
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free media port range")
+
+
+def _start_sipp(started: list[Sipp], make: Callable[[int], Sipp]) -> Sipp:
+    """Start SIPp on a fresh media port; another test on this machine may take the port
+    between our check and SIPp's bind, and SIPp then exits before sending anything, so
+    such a start is retried (any other early exit is a failure)."""
+    for _ in range(4):
+        sipp = make(_free_media_port())
+        started.append(sipp.start())
+        time.sleep(0.5)
+        assert sipp.proc is not None
+        if sipp.proc.poll() is None:
+            return sipp
+        result = sipp.wait(5)
+        if "Unable to bind" not in result.errors + result.stdout:
+            raise AssertionError(result.explain())
+    raise AssertionError("SIPp could not bind a media port in 4 attempts")
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("deploy")
@@ -175,13 +213,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     cfg = cfg.replace("ping_interval_s = 0\n#dead", "ping_interval_s = 1")
     assert cfg.count("ping_interval_s = 1") == 1
     daemon = Daemon(cfg, workdir)
-    callee = uas(workdir, "uas_basic.xml", port=uas_port, calls=CALLS,
-                 extra=("-mp", str(free_port())))
-    caller = uac(workdir, "uac_basic.xml", f"127.0.0.1:{sip_port}", port=uac_port,
-                 service=CALLEE, calls=CALLS, extra=("-mp", str(free_port()), "-d", "300",
-                                                     "-r", "2", "-l", "1"))
+    started: list[Sipp] = []
     prom: Prometheus | None = None
-    with daemon, running(caller, callee):
+    with daemon:
         try:
             m = re.search(r"control API on (http://127\.0\.0\.1:(\d+))", daemon.drain())
             assert m is not None, daemon.drain()[-2000:]
@@ -190,15 +224,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             prom = _start_prometheus(workdir, f"127.0.0.1:{api_port}")
             up = prom.wait_for(f'up{{job="voicecall", node="{NODE}"}}', lambda v: v == 1)
             assert up == 1, prom.log.read_text()[-3000:]
-            callee.start()
-            time.sleep(0.3)
-            caller.start()
+            callee = _start_sipp(started, lambda mp: uas(
+                workdir, "uas_basic.xml", port=uas_port, calls=CALLS, extra=("-mp", str(mp))))
+            caller = _start_sipp(started, lambda mp: uac(
+                workdir, "uac_basic.xml", f"127.0.0.1:{sip_port}", port=uac_port,
+                service=CALLEE, calls=CALLS,
+                extra=("-mp", str(mp), "-d", "300", "-r", "2", "-l", "1")))
             r_uac, r_uas = caller.wait(60), callee.wait(60)
             assert r_uac.ok, r_uac.explain() + daemon.drain()[-3000:]
             assert r_uas.ok, r_uas.explain() + daemon.drain()[-3000:]
             exposition = http_get(api + "/metrics")
             yield Stack(api + "/metrics", exposition, prom, daemon.drain())
         finally:
+            for p in started:
+                p.stop()
             if prom is not None:
                 _stop(prom.proc)
 
