@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 import structlog
@@ -78,6 +79,7 @@ def _banner(config: Config, node: SwitchNode, api_url: str) -> str:
 
 
 async def serve(loaded: LoadedConfig, stop: asyncio.Event) -> None:
+    started_at = time.time()
     config = loaded.config
     for w in loaded.warnings:
         log.warning("config", detail=w)
@@ -96,7 +98,8 @@ async def serve(loaded: LoadedConfig, stop: asyncio.Event) -> None:
     runtime = Runtime(node.ua, media, bus, ServiceTimers(
         no_answer_timeout_s=float(config.sip.no_answer_timeout_s)), metrics=switch_metrics)
     backend = SwitchBackend(runtime)
-    plane = await build_control_plane(loaded, backend, bus, registry=registry)
+    plane = await build_control_plane(loaded, backend, bus, registry=registry,
+                                      started_at=started_at)
     try:
         await plane.start()
         tune_gc()

@@ -143,8 +143,8 @@ class ControlMetrics:
         Gauge("voicecall_build_info", "Version of the voicecall package and of Python (always "
               "1)", ["node", "version", "python"], registry=r).labels(
             node, package_version(), platform.python_version()).set(1)
-        Gauge("voicecall_start_time_seconds", "When this node's control plane started, epoch "
-              "seconds", ["node"], registry=r).labels(node).set(
+        Gauge("voicecall_start_time_seconds", "When this node started, epoch seconds",
+              ["node"], registry=r).labels(node).set(
             started_at if started_at is not None else clock())
         r.register(_PlaneCollector(node, read, lambda: self.sample, clock))
         register_runtime_collectors(r)

@@ -107,9 +107,11 @@ async def load_config_into_store(config: Config, store: Store) -> list[str]:
 class ControlPlane:
     def __init__(self, loaded: LoadedConfig, backend: CallBackend, events: CallEventBus, *,
                  listen: str | None = None, registry: CollectorRegistry | None = None,
-                 gauge_sample_interval_s: float = GAUGE_SAMPLE_INTERVAL_S) -> None:
+                 gauge_sample_interval_s: float = GAUGE_SAMPLE_INTERVAL_S,
+                 started_at: float | None = None) -> None:
         self.config = loaded.config
         self.registry = registry
+        self.started_at = started_at if started_at is not None else time.time()
         self.gauge_sample_interval_s = gauge_sample_interval_s
         self.backend = backend
         self.events = events
@@ -154,7 +156,7 @@ class ControlPlane:
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             follow_redirects=False, trust_env=False)
         metrics = self.metrics = ControlMetrics(cfg.node.name, self._metric_values,
-                                                self.registry)
+                                                self.registry, started_at=self.started_at)
         self.loop_lag = LoopLagMonitor(metrics.observe_loop_lag)
         self.loop_lag.start()
         self.sampler = GaugeSampler(self.store.sample_gauges, metrics.set_sample,
@@ -261,8 +263,9 @@ async def build_control_plane(loaded_config: LoadedConfig, backend: CallBackend,
                               events: CallEventBus, *, listen: str | None = None,
                               registry: CollectorRegistry | None = None,
                               gauge_sample_interval_s: float = GAUGE_SAMPLE_INTERVAL_S,
-                              ) -> ControlPlane:
+                              started_at: float | None = None) -> ControlPlane:
     """Create (not yet start) the control plane. ``listen`` overrides ``[api] listen``
-    (tests use ``127.0.0.1:0``)."""
+    (tests use ``127.0.0.1:0``); ``started_at`` (epoch s) is the node's start for
+    ``voicecall_start_time_seconds`` (default: now)."""
     return ControlPlane(loaded_config, backend, events, listen=listen, registry=registry,
-                        gauge_sample_interval_s=gauge_sample_interval_s)
+                        gauge_sample_interval_s=gauge_sample_interval_s, started_at=started_at)
