@@ -307,6 +307,7 @@ def fees(receiver: Receiver, start: int = 0) -> list[dict[str, Any]]:
             for f in (r.body.get("feeLst", []) if isinstance(r.body, dict) else [])]
 
 
+@pytest.mark.timeout(300)   # four SIPp batches, a node death, fr_timer failovers: slow under load
 async def test_dispatcher_spreads_calls_and_survives_a_node(cluster: Cluster,
                                                             receiver: Receiver) -> None:
     batch1 = cluster.gateway("carrier1", "+861391", 20)
