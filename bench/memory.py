@@ -44,6 +44,19 @@ from tests.integration.control_api.helpers import APP_KEY, Receiver, aksk_header
 from tests.integration.harness import Daemon, free_port  # noqa: E402
 
 GOAL_KIB = 100
+
+# --tracemalloc: run inside the daemon before it starts (bench/cps.py's prelude mechanism);
+# SIGUSR2 dumps a snapshot to PATH.<n>, renamed into place once complete.
+TRACEMALLOC_PRELUDE = """
+import os, signal, tracemalloc
+tracemalloc.start({frames})
+def _bench_dump(sig, frame, _n=[0]):
+    path = {path!r} + f".{{_n[0]}}"
+    tracemalloc.take_snapshot().dump(path + ".tmp")
+    os.rename(path + ".tmp", path)
+    _n[0] += 1
+signal.signal(signal.SIGUSR2, _bench_dump)
+"""
 SCENARIO = REPO / "tests" / "integration" / "scenarios" / "uas_basic.xml"
 
 
@@ -157,7 +170,39 @@ async def wait_answers(receiver: Receiver, want: int, timeout: float) -> float:
     return time.monotonic() - t0
 
 
-async def measure(tmp: Path, calls: int, rate: float, warmup: int) -> dict[str, Any]:
+async def snapshot(pid: int, path: Path, k: int) -> Path:
+    os.kill(pid, signal.SIGUSR2)
+    target = Path(f"{path}.{k}")
+    deadline = time.monotonic() + 120
+    while not target.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the daemon wrote no tracemalloc snapshot")
+        await asyncio.sleep(0.2)
+    return target
+
+
+def tracemalloc_top(before: Path, after: Path, calls: int, top: int) -> list[str]:
+    import tracemalloc
+
+    a, b = tracemalloc.Snapshot.load(str(before)), tracemalloc.Snapshot.load(str(after))
+    lines = []
+    for key in ("filename", "lineno"):
+        stats = b.compare_to(a, key)
+        total = sum(st.size_diff for st in stats)
+        lines.append(f"Python heap growth (tracemalloc) by {key}: {total / 1024 / calls:.1f} KiB "
+                     "per call")
+        for st in stats[:top]:
+            frame = st.traceback[0]
+            where = frame.filename.replace(str(REPO) + "/", "").split("site-packages/")[-1]
+            where = where.split("lib/python3.11/")[-1]
+            lines.append(f"{st.size_diff / 1024 / calls:8.2f} KiB/call "
+                         f"{st.count_diff / calls:7.1f} obj/call  {where}"
+                         + (f":{frame.lineno}" if key == "lineno" else ""))
+    return lines
+
+
+async def measure(tmp: Path, calls: int, rate: float, warmup: int,
+                  trace: bool = False) -> dict[str, Any]:
     receiver = await Receiver().start()
     sip_port, gw_port, api_port = free_port(), free_port(), free_port()
     stat = tmp / "uas_stat.csv"
@@ -167,8 +212,17 @@ async def measure(tmp: Path, calls: int, rate: float, warmup: int) -> dict[str, 
          "-mp", str(free_port()), "-nostdin", "-trace_stat", "-stf", str(stat), "-fd", "1",
          "-max_recv_loops", "2000", "-max_sched_loops", "2000"],
         cwd=tmp, stdout=sipp_log, stderr=subprocess.STDOUT)
-    daemon = Daemon(node_toml(sip_port=sip_port, api_port=api_port, gw_port=gw_port,
-                              status=receiver.url("/status"), fee=receiver.url("/fee")), tmp)
+    config = node_toml(sip_port=sip_port, api_port=api_port, gw_port=gw_port,
+                       status=receiver.url("/status"), fee=receiver.url("/fee"))
+    snap = tmp / "tracemalloc"
+    top: list[str] = []
+    daemon: Any
+    if trace:
+        from bench.cps import Daemon as PreludeDaemon
+
+        daemon = PreludeDaemon(config, tmp, TRACEMALLOC_PRELUDE.format(frames=1, path=str(snap)))
+    else:
+        daemon = Daemon(config, tmp)
     try:
         await asyncio.to_thread(daemon.start, 60.0)
         assert daemon.proc is not None
@@ -179,6 +233,7 @@ async def measure(tmp: Path, calls: int, rate: float, warmup: int) -> dict[str, 
         await wait_answers(receiver, 2 * warmup, 30)
         await asyncio.sleep(2)
         before = rss_kib(pid)
+        snap0 = await snapshot(pid, snap, 0) if trace else None
         t0 = time.monotonic()
         half = calls // 2
         codes = await post_calls(base, warmup, half, rate)
@@ -190,6 +245,8 @@ async def measure(tmp: Path, calls: int, rate: float, warmup: int) -> dict[str, 
         waited = await wait_answers(receiver, 2 * (warmup + calls), 60 + calls / 20)
         await asyncio.sleep(2)
         after = rss_kib(pid)
+        if snap0 is not None:
+            top = tracemalloc_top(snap0, await snapshot(pid, snap, 1), max(1, calls), 25)
         bridged = answers(receiver) // 2 - warmup
         up_s = time.monotonic() - t0
         alive = daemon.proc.poll() is None
@@ -218,7 +275,7 @@ async def measure(tmp: Path, calls: int, rate: float, warmup: int) -> dict[str, 
         "met": per_call is not None and bridged == calls and per_call <= GOAL_KIB,
         "seconds_to_all_bridged": waited, "seconds_up": up_s, "daemon_alive": alive,
         "daemon_log_lines": len(logged), "daemon_log_head": logged[:5],
-        "load_avg_1m": os.getloadavg()[0],
+        "load_avg_1m": os.getloadavg()[0], "tracemalloc_top": top,
     }
 
 
@@ -228,14 +285,19 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=50, help="click2Call requests per second")
     ap.add_argument("--warmup", type=int, default=20, help="callbacks before the baseline RSS")
     ap.add_argument("--json", help="write the result to this file")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="diagnosis: tracemalloc in the daemon, top growth by line per call "
+                    "(slows the daemon and adds its own overhead to RSS)")
     args = ap.parse_args()
     import structlog
 
     devnull = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(devnull))
     with tempfile.TemporaryDirectory() as d:
-        r = asyncio.run(measure(Path(d), args.calls, args.rate, args.warmup))
-    print(json.dumps(r, indent=2))
+        r = asyncio.run(measure(Path(d), args.calls, args.rate, args.warmup, args.tracemalloc))
+    print(json.dumps({k: v for k, v in r.items() if k != "tracemalloc_top"}, indent=2))
+    for line in r["tracemalloc_top"]:
+        print(line)
     per = r["kib_per_call"]
     print(f"# memory: {r['bridged']}/{r['calls']} calls bridged; daemon RSS "
           f"{r['rss_kib_before'] / 1024:.1f} → {r['rss_kib_after'] / 1024:.1f} MiB = "
