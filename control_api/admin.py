@@ -408,10 +408,14 @@ def build_admin_router(ctx: ApiContext) -> APIRouter:
            summary="SIP trace of one Call-ID (one dialog, JSON or a text ladder)")
     async def sip_trace(call_id: str, request: Request,
                         format: str | None = _TRACE_FORMAT,
+                        with_: list[str] = Query([], alias="with", max_length=8, description=(
+                            "more Call-IDs merged into the same trace (e.g. the other leg "
+                            "of a B2BUA call)")),
                         ) -> Response | dict[str, Any]:
-        doc = backend.sip_dialog(call_id)
+        doc = backend.sip_dialog(call_id, with_)
         if doc is None:
-            raise ApiError(Code.NOT_FOUND, f"No SIP trace for Call-ID {call_id}: unknown on "
+            ids = " + ".join([call_id, *with_])
+            raise ApiError(Code.NOT_FOUND, f"No SIP trace for Call-ID {ids}: unknown on "
                                            f"this node or expired.")
         return _trace_reply(doc, _wants_ladder(request, format))
 

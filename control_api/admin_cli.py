@@ -107,7 +107,8 @@ def _build(args: argparse.Namespace) -> Request:
     if g == "trace":
         fmt = {"format": "json" if args.json else "ladder"}
         if args.call_id:
-            return "GET", f"/sip-traces/{_q(args.call_id)}", {"params": fmt}
+            first, *more = args.call_id
+            return "GET", f"/sip-traces/{_q(first)}", {"params": {**fmt, "with": more}}
         if not args.session_id:
             raise ValueError("give a SESSION_ID or --call-id")
         return "GET", f"/calls/{_q(args.session_id)}/sip-trace", {"params": fmt}
@@ -272,8 +273,9 @@ def register(subparsers: Any) -> None:
     tr = groups.add_parser("trace", help="SIP trace of a call as a ladder diagram (or JSON)")
     tr.set_defaults(admin_cmd="show")
     tr.add_argument("session_id", nargs="?", help="the API sessionId")
-    tr.add_argument("--call-id", dest="call_id",
-                    help="one SIP Call-ID instead (e.g. a softphone call, see 'admin traces')")
+    tr.add_argument("--call-id", dest="call_id", action="append",
+                    help="a SIP Call-ID instead (e.g. of a softphone call, see 'admin "
+                         "traces'); repeat it to merge dialogs, e.g. both legs of a B2BUA call")
     tr.add_argument("--json", action="store_true", help="every message in full, as JSON")
     trs = groups.add_parser("traces", help="recent traced SIP Call-IDs on the node")
     trs.set_defaults(admin_cmd="list")

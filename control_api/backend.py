@@ -8,6 +8,7 @@ does afterwards arrives as events on the switch's :class:`~switch.events.CallEve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from switch.events import (
@@ -42,8 +43,9 @@ Of a session (:meth:`CallBackend.sip_trace`)::
                    "text" (the whole message)}],        # all legs merged in time order
      "ladder": str}                                     # the text ladder diagram
 
-Of one SIP dialog (:meth:`CallBackend.sip_dialog`): ``call_id``, ``session_id`` (or None),
-``messages`` and ``ladder`` as above."""
+Of SIP dialogs (:meth:`CallBackend.sip_dialog`): ``call_id``, ``call_ids`` (with the merged
+ones), ``session_id`` (of ``call_id``, or None), ``messages`` (each with its ``call_id``) and
+``ladder`` as above."""
 
 
 class BackendError(Exception):
@@ -84,4 +86,7 @@ class CallBackend(Protocol):
         ("inbound"|"outbound"), ``first_line``, ``remote``, ``messages``."""
         ...
 
-    def sip_dialog(self, call_id: str) -> SipTrace | None: ...
+    def sip_dialog(self, call_id: str, also: Sequence[str] = ()) -> SipTrace | None:
+        """One SIP dialog, or with ``also`` several merged (e.g. both legs of a B2BUA call);
+        ``None`` if any is unknown or expired."""
+        ...

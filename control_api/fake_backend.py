@@ -8,7 +8,7 @@ import asyncio
 import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,8 +157,9 @@ class FakeBackend:
         return recent_dialogs(self.traces, self._sessions_by_call_id(), limit,
                               calls_only=calls_only)
 
-    def sip_dialog(self, call_id: str) -> dict[str, Any] | None:
-        return dialog_document(self.traces, call_id, self._sessions_by_call_id().get(call_id))
+    def sip_dialog(self, call_id: str, also: Sequence[str] = ()) -> dict[str, Any] | None:
+        return dialog_document(self.traces, call_id, self._sessions_by_call_id().get(call_id),
+                               also)
 
     def _sessions_by_call_id(self) -> dict[str, str]:
         return {t.call_id: sid for sid, (_, legs) in self._traced.items() for t in legs.values()}

@@ -227,12 +227,22 @@ def _side_of(entries: Sequence[TraceEntry], remote: str) -> Literal["left", "rig
 
 def dialog_ladder(entries: Sequence[TraceEntry]) -> str:
     """The ladder of one SIP dialog (one Call-ID): one column per remote address."""
+    return dialogs_ladder([("", entries)])
+
+
+def dialogs_ladder(dialogs: Sequence[tuple[str, Sequence[TraceEntry]]]) -> str:
+    """Several dialogs (Call-ID, its messages) in one ladder, e.g. the two legs of a B2BUA
+    call: one column per far end of each dialog, callers left, callees right."""
     cols: dict[str, Column] = {}
-    for e in entries:
-        if e.remote not in cols:
-            cols[e.remote] = Column(e.remote, e.remote, f"{e.transport}:{e.remote}",
-                                    _side_of(entries, e.remote))
-    return render_ladder([(e.remote, e) for e in entries], list(cols.values()))
+    tagged: list[tuple[str, TraceEntry]] = []
+    for call_id, entries in dialogs:
+        for e in entries:
+            key = f"{call_id} {e.remote}"
+            if key not in cols:
+                cols[key] = Column(key, e.remote, f"{e.transport}:{e.remote}",
+                                   _side_of(entries, e.remote))
+            tagged.append((key, e))
+    return render_ladder(tagged, list(cols.values()))
 
 
 # ----------------------------------------------------------------------- JSON documents
@@ -290,19 +300,25 @@ def session_document(traces: CallTraces, session_id: str,
             "ladder": ladder + "\n"}
 
 
-def dialog_document(traces: CallTraces, call_id: str,
-                    session_id: str | None = None) -> dict[str, Any] | None:
-    entries = traces.get(call_id)
-    if entries is None:
+def dialog_document(traces: CallTraces, call_id: str, session_id: str | None = None,
+                    also: Sequence[str] = ()) -> dict[str, Any] | None:
+    """One dialog, or with ``also`` several merged in time order (the two legs of a B2BUA
+    call); ``None`` if any of them is unknown."""
+    ids = list(dict.fromkeys([call_id, *also]))
+    dialogs = [(cid, traces.get(cid)) for cid in ids]
+    found = [(cid, entries) for cid, entries in dialogs if entries is not None]
+    if len(found) != len(dialogs):
         return None
-    head = f"SIP trace of Call-ID {call_id}"
+    tagged = sorted(((cid, e) for cid, entries in found for e in entries),
+                    key=lambda kv: kv[1].timestamp)
+    head = f"SIP trace of Call-ID {' + '.join(ids)}"
     if session_id:
         head += f" (session {session_id})"
-    if entries:
-        head += f"\n  t0 = {iso_time(entries[0].timestamp)}"
-    return {"call_id": call_id, "session_id": session_id,
-            "messages": [message_dict(e, call_id=call_id) for e in entries],
-            "ladder": head + "\n\n" + dialog_ladder(entries) + "\n"}
+    if tagged:
+        head += f"\n  t0 = {iso_time(tagged[0][1].timestamp)}"
+    return {"call_id": call_id, "call_ids": ids, "session_id": session_id,
+            "messages": [message_dict(e, call_id=cid) for cid, e in tagged],
+            "ladder": head + "\n\n" + dialogs_ladder(found) + "\n"}
 
 
 def recent_dialogs(traces: CallTraces, sessions: dict[str, str] | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -106,8 +107,9 @@ class SwitchBackend:
         return recent_dialogs(self.traces, self._sessions_by_call_id(), limit,
                               calls_only=calls_only)
 
-    def sip_dialog(self, call_id: str) -> dict[str, Any] | None:
-        return dialog_document(self.traces, call_id, self._sessions_by_call_id().get(call_id))
+    def sip_dialog(self, call_id: str, also: Sequence[str] = ()) -> dict[str, Any] | None:
+        return dialog_document(self.traces, call_id, self._sessions_by_call_id().get(call_id),
+                               also)
 
     def _sessions_by_call_id(self) -> dict[str, str]:
         out = {leg.call_id: sid for sid, legs in self._ended.items() for leg in legs}

@@ -264,6 +264,29 @@ async def test_b2bua_call_is_traced_by_call_id(node: AdminNode) -> None:
     got = methods(r.json()["messages"])
     assert got[0] == ("in", "INVITE") and ("out", "200 INVITE") in got and ("in", "ACK") in got
 
+    # both legs in one trace: the caller left of the switch, the callee right of it
+    a_id, b_id = inbound[0]["call_id"], outbound[0]["call_id"]
+    r = await node.admin(f"/sip-traces/{a_id}", params={"with": b_id})
+    doc = r.json()
+    assert doc["call_ids"] == [a_id, b_id], doc
+    stamps = [m["timestamp"] for m in doc["messages"]]
+    assert stamps == sorted(stamps)
+    assert {m["call_id"] for m in doc["messages"]} == {a_id, b_id}
+    # the B2BUA dials B on A's INVITE and answers A on B's 200
+    order = [(m["call_id"], m["first_line"].split()[0] if not m["first_line"].startswith("SIP")
+              else m["first_line"].split()[1]) for m in doc["messages"]]
+    assert order.index((a_id, "INVITE")) < order.index((b_id, "INVITE"))
+    assert order.index((b_id, "200")) < order.index((a_id, "200"))
+    base = ("admin", "--api", f"http://127.0.0.1:{node.api_port}", "--token", ADMIN_TOKEN)
+    code, out = await asyncio.to_thread(cli, *base, "trace", "--call-id", a_id,
+                                        "--call-id", b_id)
+    assert code == 0 and out.startswith(f"SIP trace of Call-ID {a_id} + {b_id}\n"), out
+    head = next(ln for ln in out.splitlines() if "voicecall" in ln)
+    assert (head.index(f"127.0.0.1:{node.gwa_port}") < head.index("voicecall")
+            < head.index(f"127.0.0.1:{node.gwb_port}")), out
+    r = await node.admin(f"/sip-traces/{a_id}", params={"with": "nope@nowhere"})
+    assert r.status_code == 404 and "nope@nowhere" in r.json()["resultdesc"]
+
 
 async def test_notification_trace_has_one_callee_leg_on_the_right(node: AdminNode) -> None:
     callee = node.party("B", trying_uas("nt_b").ring().answer().wait_bye().write(node.workdir))

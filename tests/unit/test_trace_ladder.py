@@ -11,6 +11,7 @@ from switch.trace import (
     arrow_label,
     dialog_document,
     dialog_ladder,
+    dialogs_ladder,
     recent_dialogs,
     render_ladder,
     session_document,
@@ -183,3 +184,53 @@ def test_probes_and_registrations_do_not_push_calls_out() -> None:
     assert [d["call_id"] for d in recent_dialogs(traces)] == ["call-2", "call-1"]
     assert [d["call_id"] for d in recent_dialogs(traces, calls_only=False, limit=3)] == [
         "call-2", "ping-4", "ping-3"]
+
+
+def b2bua_legs() -> tuple[list[TraceEntry], list[TraceEntry]]:
+    phone_a, phone_b = "127.0.0.1:40000", "127.0.0.1:40002"
+    a = [msg(0.0, "in", phone_a, "INVITE sip:1002@127.0.0.1:5060 SIP/2.0", to_tag=False,
+             sdp=True),
+         msg(0.001, "out", phone_a, "SIP/2.0 100 Trying", to_tag=False),
+         msg(0.3, "out", phone_a, "SIP/2.0 180 Ringing"),
+         msg(2.0, "out", phone_a, "SIP/2.0 200 OK", sdp=True),
+         msg(2.01, "in", phone_a, "ACK sip:1002@127.0.0.1:5060 SIP/2.0", cseq="1 ACK")]
+    b = [msg(0.002, "out", phone_b, "INVITE sip:1002@127.0.0.1:40002 SIP/2.0", to_tag=False,
+             sdp=True),
+         msg(0.29, "in", phone_b, "SIP/2.0 180 Ringing"),
+         msg(1.99, "in", phone_b, "SIP/2.0 200 OK", sdp=True),
+         msg(1.995, "out", phone_b, "ACK sip:1002@127.0.0.1:40002 SIP/2.0", cseq="1 ACK")]
+    return a, b
+
+
+def test_b2bua_dialogs_merge_caller_left_callee_right() -> None:
+    a, b = b2bua_legs()
+    got = dialogs_ladder([("ca", a), ("cb", b)])
+    expected = """\
+                 127.0.0.1:40000                voicecall                127.0.0.1:40002
+               udp:127.0.0.1:40000           127.0.0.1:5060            udp:127.0.0.1:40002
+                        |                           |                           |
++0.000s                 |------- INVITE +SDP ------>|                           |   INVITE sip:1002@127.0.0.1:5060
++0.001s                 |<-- 100 Trying (INVITE) ---|                           |
++0.002s                 |                           |------- INVITE +SDP ------>|   INVITE sip:1002@127.0.0.1:40002
++0.290s                 |                           |<- 180 Ringing (INVITE) ---|
++0.300s                 |<- 180 Ringing (INVITE) ---|                           |
++1.990s                 |                           |<- 200 OK (INVITE) +SDP ---|
++1.995s                 |                           |----------- ACK ---------->|
++2.000s                 |<- 200 OK (INVITE) +SDP ---|                           |
++2.010s                 |----------- ACK ---------->|                           |"""
+    assert got == expected, "\n" + got
+
+
+def test_dialog_document_merges_dialogs_and_needs_all_of_them() -> None:
+    a, b = b2bua_legs()
+    traces = CallTraces()
+    for e in a:
+        traces.add("ca", e)
+    for e in b:
+        traces.add("cb", e)
+    doc = dialog_document(traces, "ca", None, ["cb", "ca"])
+    assert doc is not None and doc["call_ids"] == ["ca", "cb"]
+    assert [m["call_id"] for m in doc["messages"]] == [
+        "ca", "ca", "cb", "cb", "ca", "cb", "cb", "ca", "ca"]
+    assert doc["ladder"].startswith("SIP trace of Call-ID ca + cb\n  t0 = ")
+    assert dialog_document(traces, "ca", None, ["gone"]) is None
