@@ -129,11 +129,6 @@ class CdrOutbox:
         return len(claim.rows)
 
     async def _deliver(self, batch: list[Row]) -> tuple[bool, str]:
-        # A batch carries up to 50 calls: every session id is on the line, and session_id
-        # too when there is one, so a search by session finds the usual single-CDR push.
-        sids = [str(r["session_id"]) for r in batch]
-        blog = log.bind(app_key=batch[0]["app_key"], session_ids=sids,
-                        **({"session_id": sids[0]} if len(sids) == 1 else {}))
         app = await self.app_lookup(batch[0]["app_key"])
         if app is None:
             d = Delivery(False, "app no longer exists", "error", None)
@@ -147,9 +142,13 @@ class CdrOutbox:
                                     self.beijing_time)
         if self.observe is not None:
             self.observe("cdr", d)
-        if d.ok:
-            blog.info("cdr_delivered", count=len(batch))
-        else:
-            blog.warning("cdr_push_failed", count=len(batch), result=d.result, reason=d.reason,
-                         attempt=int(batch[0]["attempts"]) + 1)
+        # One line per CDR (a push carries up to 50 calls): every line about a call names
+        # its session_id and app_key, so a search by session finds its CDR's fate.
+        for r in batch:
+            clog = log.bind(session_id=r["session_id"], app_key=r["app_key"])
+            if d.ok:
+                clog.info("cdr_delivered", batch_size=len(batch))
+            else:
+                clog.warning("cdr_push_failed", batch_size=len(batch), result=d.result,
+                             reason=d.reason, attempt=int(r["attempts"]) + 1)
         return d.ok, d.reason

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
+from control_api.fake_backend import FakeScript
 from tests.integration.control_api.conftest import Node, NodeFactory
-from tests.integration.control_api.helpers import Receiver
+from tests.integration.control_api.helpers import APP_KEY as PLANE_APP_KEY
+from tests.integration.control_api.helpers import Receiver, b64
 from tests.integration.control_api.test_api import CB, cb_body, expect, post
 from tests.integration.control_api.test_webhooks import urls
 from tests.integration.services.node import (
@@ -225,3 +228,32 @@ async def _until(node: Node, pred: Callable[[list[dict[str, object]]], bool], si
         if time.monotonic() > deadline:
             raise AssertionError(f"CDR rows of {sid}: {rows}")
         await asyncio.sleep(0.05)
+
+
+async def test_batched_cdrs_count_one_delivery_per_post_and_log_each_call(
+        make_node: NodeFactory, receiver: Receiver) -> None:
+    """55 CDRs of one second go out as two POSTs (50 + 5, EV-3): two deliveries in the
+    metrics, and one cdr_delivered line per call naming its session_id and app_key."""
+    end = float(int(time.time()))
+    with structlog.testing.capture_logs() as logs:
+        node = await make_node(script=lambda _r: FakeScript(end_at=end), max_calls=200,
+                               batch_delay_s=3.0)
+        results = await asyncio.gather(*(post(node, CB, cb_body(
+            feeUrl=b64(receiver.url("/fee")))) for _ in range(55)))
+        sids = {r.json()["sessionId"] for r in results}
+        assert len(sids) == 55
+        await receiver.wait_for(lambda: sum(len(r.body["feeLst"]) for r in receiver.on("/fee"))
+                                == 55, timeout=20)
+        outbox = node.plane.outbox
+        assert outbox is not None
+        deadline = time.monotonic() + 10
+        while outbox.delivered < 55 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        _, s = await scrape(node.url)
+    assert len(receiver.on("/fee")) == 2
+    assert deliveries(s, "cdr") == {"ok": 2, "http_error": 0, "timeout": 0, "error": 0}
+    assert get(s, "voicecall_webhook_delivery_seconds_count", kind="cdr") == 2
+    delivered = [e for e in logs if e["event"] == "cdr_delivered"]
+    assert sorted(e["session_id"] for e in delivered) == sorted(sids)
+    assert all(e["app_key"] == PLANE_APP_KEY for e in delivered)
+    assert sorted(e["batch_size"] for e in delivered) == [5] * 5 + [50] * 50
