@@ -160,6 +160,7 @@ def render_ladder(entries: Sequence[tuple[str, TraceEntry]], columns: Sequence[C
     heads.append((switch_title, switch_address))
     heads += [(c.title, c.address) for c in right]
     mid = len(left)
+    by_key = {c.key: c for c in cols}
     index = {c.key: i for i, c in enumerate(left)}
     index.update({c.key: mid + 1 + i for i, c in enumerate(right)})
 
@@ -204,7 +205,7 @@ def render_ladder(entries: Sequence[tuple[str, TraceEntry]], columns: Sequence[C
         notes = []
         if _initial_request(e):
             notes.append(e.first_line.removesuffix(" SIP/2.0"))   # who was asked for what
-        col = cols[[c.key for c in cols].index(key)]
+        col = by_key[key]
         if col.address and not col.address.endswith(e.remote):
             notes.append(f"{'to' if towards_party else 'from'} {e.transport}:{e.remote}")
         sig = (e.direction, e.data)
