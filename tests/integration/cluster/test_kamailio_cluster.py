@@ -8,7 +8,9 @@ deploy/kamailio/kamailio.cfg itself.
 * The per-app concurrency limit holds across nodes (one shared count in PostgreSQL).
 * A node killed with CDRs still undelivered: the survivor delivers them, once each; Kamailio
   fails calls over to the survivor at once (failure_route), then its OPTIONS probes mark the
-  dead node inactive and every later call goes to the survivor."""
+  dead node inactive and every later call goes to the survivor.
+* A destination answering INVITEs with 503 is skipped call by call (failure_route); CANCEL
+  goes through the proxy to the node that has the INVITE."""
 
 from __future__ import annotations
 
@@ -419,3 +421,39 @@ async def test_concurrency_limit_holds_across_real_nodes(cluster: Cluster) -> No
     assert rg.ok, rg.explain() + cluster.logs()
     by_node = invites_by_node(rg)
     assert {p: len(v) for p, v in by_node.items()} == {n1.sip_port: 2, n2.sip_port: 2}
+
+
+async def test_dispatcher_fails_over_on_503_and_relays_cancel(cluster: Cluster) -> None:
+    """A destination that is up (answers OPTIONS) but refuses INVITEs with 503 — a broken or
+    overloaded node, played by SIPp — is taken out of rotation and each call it refuses goes
+    to the real node; the caller sees no failure. CANCELs reach the node that has the
+    INVITE, which cancels its outbound leg."""
+    carrier = cluster.gateway("carrier", "+861391", 8)
+    ringing = cluster.gateway("ringing", "+861394", 3,
+                              Uas("ringing").ring().until_cancel().write(cluster.workdir))
+    broken_scenario = Uas("broken").reject(503, "Service Unavailable").write(cluster.workdir)
+    # -aa: SIPp answers the OPTIONS probes itself, so only the 503s can take it out.
+    broken = cluster._start_sipp(lambda port, mp: uas(
+        cluster.workdir, broken_scenario, port=port, calls=1000,
+        extra=("-aa", "-mp", str(mp)), timeout_s=240))
+    kam = cluster.start_kamailio(nodes=2)
+    n1 = cluster.start_node("vc1")
+    kam.set_nodes([broken.port, n1.sip_port])
+    kam.wait_flags(broken.port, "A")
+    kam.wait_flags(n1.sip_port, "A")
+
+    by_node = await run_batch(cluster, carrier, 8)
+    assert set(by_node) == {n1.sip_port}, by_node
+    refused = re.findall(rf"node sip:127\.0\.0\.1:{broken.port} failed \(503\)", kam.log())
+    assert refused, kam.log()[-3000:]
+    # Every one of them failed over to vc1 (a refused call is not passed back to the caller).
+    assert kam.log().count("failover INVITE") >= len(refused)
+
+    cancels = cluster._start_sipp(lambda port, mp: uac(
+        cluster.workdir, "uac_cancel.xml", f"127.0.0.1:{kam.port}", port=port,
+        service=ringing.number(), calls=3, extra=("-r", "2", "-mp", str(mp)), timeout_s=90))
+    rc = await wait_sipp(cancels)
+    assert rc.ok, rc.explain() + cluster.logs()
+    rg = await ringing.result()
+    assert rg.ok, rg.explain() + cluster.logs()
+    assert set(invites_by_node(rg)) == {n1.sip_port}
