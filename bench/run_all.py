@@ -222,6 +222,20 @@ BENCHES = [
 # ---------------------------------------------------------------------------------------------
 
 
+def end_group(proc: subprocess.Popen[str]) -> None:
+    """End a benchmark we started and its process group (its SIPp, daemon, generator)."""
+    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_bench(b: Bench, quick: bool, workdir: Path, logs: Path | None) -> tuple[Any, str]:
     out = workdir / f"{b.name}.json"
     argv = b.argv(quick, out)
@@ -245,14 +259,11 @@ def run_bench(b: Bench, quick: bool, workdir: Path, logs: Path | None) -> tuple[
             proc.wait(timeout=b.timeout_s(quick))
             note = "" if proc.returncode == 0 else f"exit {proc.returncode}"
         except subprocess.TimeoutExpired:
-            # The benchmark's own process group (its SIPp, daemon, generator children).
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            end_group(proc)
             note = f"timed out after {b.timeout_s(quick):.0f} s"
+        except BaseException:  # Ctrl-C: its own session does not get the terminal's SIGINT
+            end_group(proc)
+            raise
         reader.join(timeout=10)
     print(f"=== {b.name}: {time.monotonic() - t0:.0f} s {note}", flush=True)
     if out.exists():
@@ -353,6 +364,12 @@ def main() -> int:
     ap.add_argument("--markdown", help="write machine, command, table and details as Markdown "
                     "(the body of bench/RESULTS.md)")
     args = ap.parse_args()
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # A SIGTERM ends the running benchmark's process group too (see run_bench).
+    signal.signal(signal.SIGTERM, interrupted)
     only = set(args.only.split(",")) if args.only else None
     unknown = (only or set()) - {b.name for b in BENCHES}
     if unknown:
