@@ -97,7 +97,7 @@ def cps_rows(r: dict[str, Any]) -> list[Row]:
         detail = ""
         if at is not None:
             detail = (f"at {kept}/s: achieved {at['achieved']:.0f}/s, p99 setup "
-                      f"{at['p99']:.0f} ms, {at['sw_cpu_ms_per_call'] or 0:.2f} ms CPU/call, "
+                      f"{at['p99'] or 0:.0f} ms, {at['sw_cpu_ms_per_call'] or 0:.2f} ms CPU/call, "
                       f"others {at['others_pct']:.0f}% core")
         nxt = [s for s in r["series"][series] if kept is None or s["offered"] > kept]
         if nxt:
