@@ -55,11 +55,12 @@ class SwitchBackend:
         if entry is None:
             return
         legs = _traced_legs(entry[0])
-        # One line per leg pairing the session with the SIP Call-ID: from a session's log
-        # lines to its SIP trace (and to the far end's logs, which know only the Call-ID).
-        for leg in legs:
-            log.info("call_leg", session_id=sid, app_key=entry[0].req.app_key, leg=leg.leg,
-                     role=leg.role, call_id=leg.call_id)
+        # One line pairing the session with its legs' SIP Call-IDs (``call_id`` = leg A,
+        # ``b_call_id`` = leg B, as the B2BUA logs its calls): from a session's log lines to
+        # its SIP trace, and to the far ends' logs, which know only the Call-ID.
+        ids = {"b_call_id" if leg.leg == "B" else "call_id": leg.call_id for leg in legs}
+        if ids:
+            log.info("call_legs", session_id=sid, app_key=entry[0].req.app_key, **ids)
         if self.traces.max_calls == 0:
             return
         self._ended[sid] = legs

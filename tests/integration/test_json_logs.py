@@ -162,9 +162,10 @@ def test_a_line_of_the_call_names_a_sip_call_id(call_log: CallLog) -> None:
              and rec.get("call_id") in call_log.sip_call_ids]
     assert named, [rec for rec in about_the_call(call_log)]
     assert all(rec.get("app_key") == APP_KEY for rec in named)
-    # the session's end names each leg's Call-ID once
-    legs = {rec["leg"]: rec["call_id"] for rec in named if rec["event"] == "call_leg"}
-    assert set(legs) == {"A", "B"} and set(legs.values()) == call_log.sip_call_ids, named
+    # the session's end pairs it with both legs' Call-IDs on one line
+    legs = [rec for rec in named if rec["event"] == "call_legs"]
+    assert len(legs) == 1, named
+    assert {legs[0]["call_id"], legs[0]["b_call_id"]} == call_log.sip_call_ids, legs
 
 
 def test_every_line_about_the_call_carries_session_and_app(call_log: CallLog) -> None:
@@ -175,4 +176,4 @@ def test_every_line_about_the_call_carries_session_and_app(call_log: CallLog) ->
                if rec.get("session_id") != call_log.sid or rec.get("app_key") != APP_KEY]
     assert not missing, missing
     events = {rec["event"] for rec in about}
-    assert {"media_negotiated", "session ended", "call_leg"} <= events, sorted(events)
+    assert {"media_negotiated", "session ended", "call_legs"} <= events, sorted(events)
