@@ -10,7 +10,8 @@ deploy/kamailio/kamailio.cfg itself.
   fails calls over to the survivor at once (failure_route), then its OPTIONS probes mark the
   dead node inactive and every later call goes to the survivor.
 * A destination answering INVITEs with 503 is skipped call by call (failure_route); CANCEL
-  goes through the proxy to the node that has the INVITE."""
+  goes through the proxy to the node that has the INVITE.
+* The proxy's own checks (Max-Forwards, methods, stray in-dialog requests, no node left)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -457,3 +460,52 @@ async def test_dispatcher_fails_over_on_503_and_relays_cancel(cluster: Cluster) 
     rg = await ringing.result()
     assert rg.ok, rg.explain() + cluster.logs()
     assert set(invites_by_node(rg)) == {n1.sip_port}
+
+
+def sip_exchange(kamailio_port: int, method: str, ruri: str = "", *, max_forwards: int = 70,
+                 to_tag: str = "", timeout: float = 15.0) -> str:
+    """Send one request to Kamailio from a UDP socket; return the first final response."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        ruri = ruri or f"sip:127.0.0.1:{kamailio_port}"
+        tag = f";tag={to_tag}" if to_tag else ""
+        msg = (f"{method} {ruri} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+               f"Max-Forwards: {max_forwards}\r\n"
+               f"From: <sip:probe@127.0.0.1:{port}>;tag=t{uuid.uuid4().hex[:8]}\r\n"
+               f"To: <{ruri}>{tag}\r\nCall-ID: {uuid.uuid4().hex}@127.0.0.1\r\n"
+               f"CSeq: 1 {method}\r\nContact: <sip:probe@127.0.0.1:{port}>\r\n"
+               "Content-Length: 0\r\n\r\n")
+        s.sendto(msg.encode(), ("127.0.0.1", kamailio_port))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            data = s.recv(65535).decode(errors="replace")
+            if not re.match(r"SIP/2\.0 1\d\d ", data):
+                return data
+    raise AssertionError(f"no final response to {method}")
+
+
+def test_proxy_checks_without_nodes(tmp_path: Path) -> None:
+    """The request checks of kamailio.cfg on their own, with destinations that never answer."""
+    kam = Kamailio(tmp_path, free_port(), [free_port(), free_port()]).start()
+    number = "sip:+8613900000001@127.0.0.1"
+    try:
+        assert sip_exchange(kam.port, "OPTIONS").startswith("SIP/2.0 200 ")
+        assert sip_exchange(kam.port, "INVITE", number, max_forwards=0).startswith("SIP/2.0 483 ")
+        reply = sip_exchange(kam.port, "MESSAGE", number)
+        assert reply.startswith("SIP/2.0 405 ") and "Allow: INVITE" in reply, reply
+        # In-dialog (To tag) without the proxy's Route: not a dialog it record-routed.
+        assert sip_exchange(kam.port, "BYE", number, to_tag="abc").startswith("SIP/2.0 404 ")
+        # Neither node answers: each is tried for fr_timer and marked inactive, then 503.
+        reply = sip_exchange(kam.port, "INVITE", number, timeout=20)
+        assert reply.startswith("SIP/2.0 503 No voicecall node available"), reply
+        assert all(f.startswith("I") for f in kam.targets().values()), kam.targets()
+        # Nobody active: refused at once.
+        started = time.monotonic()
+        reply = sip_exchange(kam.port, "INVITE", number, timeout=5)
+        assert reply.startswith("SIP/2.0 503 No voicecall node available"), reply
+        assert time.monotonic() - started < 1.5
+    finally:
+        kam.stop()
