@@ -240,6 +240,8 @@ def test_systemd_unit_directives() -> None:
     assert any(d.startswith("LimitNOFILE=") for d in directives)
     # Ports 5060/8080 need no privilege: no capability unless an operator opts in.
     assert not any(d.startswith("AmbientCapabilities=") for d in directives)
+    # ProcSubset=pid hides /proc/stat: prometheus_client then serves no process_* at all.
+    assert not any(d.startswith("ProcSubset=") for d in directives)
 
 
 def _unit_for_this_machine(tmp_path: Path) -> Path:
