@@ -132,7 +132,7 @@ class Cluster:
                 return p
         raise RuntimeError("no free port")
 
-    def _start_sipp(self, make: Callable[[int, int], Sipp]) -> Sipp:
+    def start_sipp(self, make: Callable[[int, int], Sipp]) -> Sipp:
         """Start ``make(port, media_port)``; on a bind failure, again on other ports."""
         error = ""
         for _ in range(5):
@@ -149,7 +149,7 @@ class Cluster:
     def gateway(self, name: str, prefix: str, calls: int,
                 scenario: str | Path = "uas_basic.xml") -> Gateway:
         assert not self.nodes, "gateways are in the nodes' configuration: add them first"
-        sipp = self._start_sipp(lambda port, mp: uas(
+        sipp = self.start_sipp(lambda port, mp: uas(
             self.workdir, scenario, port=port, calls=calls, extra=("-mp", str(mp)),
             timeout_s=240))
         gw = Gateway(name, prefix, sipp)
@@ -227,7 +227,7 @@ no_answer_timeout_s = 10
     def callers(self, service: str, calls: int, rate: int = 10) -> Sipp:
         assert self.kamailio is not None
         target = f"127.0.0.1:{self.kamailio.port}"
-        return self._start_sipp(lambda port, mp: uac(
+        return self.start_sipp(lambda port, mp: uac(
             self.workdir, "uac_basic.xml", target, port=port, service=service, calls=calls,
             extra=("-r", str(rate), "-l", str(calls), "-d", "500", "-mp", str(mp)),
             timeout_s=90))
@@ -436,7 +436,7 @@ async def test_dispatcher_fails_over_on_503_and_relays_cancel(cluster: Cluster) 
                               Uas("ringing").ring().until_cancel().write(cluster.workdir))
     broken_scenario = Uas("broken").reject(503, "Service Unavailable").write(cluster.workdir)
     # -aa: SIPp answers the OPTIONS probes itself, so only the 503s can take it out.
-    broken = cluster._start_sipp(lambda port, mp: uas(
+    broken = cluster.start_sipp(lambda port, mp: uas(
         cluster.workdir, broken_scenario, port=port, calls=1000,
         extra=("-aa", "-mp", str(mp)), timeout_s=240))
     kam = cluster.start_kamailio(nodes=2)
@@ -452,7 +452,7 @@ async def test_dispatcher_fails_over_on_503_and_relays_cancel(cluster: Cluster) 
     # Every one of them failed over to vc1 (a refused call is not passed back to the caller).
     assert kam.log().count("failover INVITE") >= len(refused)
 
-    cancels = cluster._start_sipp(lambda port, mp: uac(
+    cancels = cluster.start_sipp(lambda port, mp: uac(
         cluster.workdir, "uac_cancel.xml", f"127.0.0.1:{kam.port}", port=port,
         service=ringing.number(), calls=3, extra=("-r", "2", "-mp", str(mp)), timeout_s=90))
     rc = await wait_sipp(cancels)
