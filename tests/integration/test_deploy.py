@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -49,6 +53,7 @@ from tests.deploy_files import (
 )
 from tests.integration.harness import Daemon, Sipp, free_port, uac, uas
 from tests.integration.test_sipp_calls import CALLEE, node_config
+from tests.paths import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -465,3 +470,104 @@ def test_alert_rules_load_and_evaluate_healthy(stack: Stack) -> None:
     active = {a["labels"]["alertname"] for a in alerts}
     assert active <= {"VoicecallGatewayDown", "VoicecallMediaLateTicks",
                       "VoicecallEventLoopLag"}, alerts
+
+
+# ----------------------------------------------------------------------------- systemd sandbox
+_SANDBOX = r"""
+set -eu
+data="$1"; shift
+# ProtectSystem=strict + ReadWritePaths=<data_dir>: the file system read-only but data_dir;
+# PrivateTmp=yes: a private, writable /tmp.
+mount --bind "$data" "$data"
+mount -o remount,bind,ro /
+mount -o remount,bind,rw "$data"
+mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
+# The working directory must be entered through the new mounts (WorkingDirectory=).
+cd "$data"
+if touch /etc/.voicecall-ro-probe 2>/dev/null || touch /var/.voicecall-ro-probe 2>/dev/null
+then
+  echo "sandbox: file system still writable"; exit 3
+fi
+# User= (an unprivileged user), CapabilityBoundingSet= (empty), NoNewPrivileges=yes.
+exec setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all \
+  --bounding-set=-all --no-new-privs -- "$@"
+"""
+
+
+def test_daemon_runs_inside_the_units_sandbox() -> None:
+    """The file-system and privilege part of deploy/systemd/voicecall.service emulated
+    without systemd (not PID 1 here): a private mount namespace where everything is
+    read-only but the data directory (ProtectSystem=strict, ReadWritePaths=), an
+    unprivileged user with no capabilities and no_new_privs. The node starts (TTS prompts
+    rendered by espeak-ng/sox, SQLite created), writes only to its data directory and
+    serves its metrics, process_* included."""
+    for exe in ("unshare", "setpriv"):
+        assert shutil.which(exe), f"{exe} missing (util-linux)"
+    unit = (Path(__file__).resolve().parents[2] / "deploy" / "systemd" /
+            "voicecall.service").read_text()
+    assert "ProtectSystem=strict" in unit and "User=voicecall" in unit
+    # Not under /tmp, which the sandbox replaces (PrivateTmp); /var/tmp is reachable by nobody.
+    data = Path(tempfile.mkdtemp(prefix="voicecall-sandbox-", dir="/var/tmp"))
+    proc: subprocess.Popen[str] | None = None
+    try:
+        cfg_text = ""
+        for _ in range(4):
+            cfg_text = _node_config("vc1", free_port(), free_port(), free_port(), None)
+            (data / "voicecall.toml").write_text(cfg_text)
+            for p in (data, data / "voicecall.toml"):
+                os.chown(p, 65534, 65534)
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO),
+                   "PYTHONDONTWRITEBYTECODE": "1"}
+            env.pop("VOICECALL_CONFIG", None)
+            proc = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "sh", "-c", _SANDBOX,
+                 "sandbox", str(data), sys.executable, "-m", "control_api.cli", "serve",
+                 "--config", str(data / "voicecall.toml")],
+                cwd=data, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            out = _read_until(proc, "voicecall ready", 60)
+            if "voicecall ready" in out:
+                break
+            _stop(proc)
+            proc = None
+            if "cannot start" not in out:
+                raise AssertionError(out[-3000:])
+        assert proc is not None, "no usable ports in 4 attempts"
+        m = re.search(r"control API on (http://127\.0\.0\.1:\d+)", out)
+        assert m is not None, out
+        text = http_get(m.group(1) + "/metrics")
+        families = parse_exposition(text)
+        assert "process_cpu_seconds_total" in families and "voicecall_build_info" in families
+        assert re.search(r'^voicecall_build_info\{[^}]*node="vc1"[^}]*\} 1\.0$', text, re.M)
+        # Everything the node wrote is in its data directory, owned by the service user.
+        written = [p for p in data.rglob("*") if p.is_file()]
+        assert any(p.suffix == ".db" for p in written), written
+        assert all(p.stat().st_uid == 65534 for p in written
+                   if p.name != "voicecall.toml"), written
+        assert "Traceback" not in out and "Read-only file system" not in out, out[-3000:]
+        assert "[error" not in out, out[-3000:]
+        # The default prompts were synthesised (espeak-ng, sox) inside the sandbox.
+        assert "tts_rendered" in out, out[-3000:]
+        assert any(p.suffix == ".wav" for p in written), written
+    finally:
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """Output of ``proc`` up to the line with ``marker`` (or its exit, or the timeout)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if marker in line:
+                done.set()
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    done.wait(timeout)
+    return "".join(lines)
