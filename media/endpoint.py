@@ -150,7 +150,9 @@ class MediaEndpoint:
         self.port = port
         self._rtp_sock = rtp_sock
         self._rtcp_sock = rtcp_sock
-        self.log = structlog.get_logger("media.endpoint").bind(call_id=call_id, leg=leg)
+        # The engine's call_id is its caller's key (the session id for service calls); it is
+        # logged as session_id so it never shadows the SIP Call-ID bound by the switch.
+        self.log = structlog.get_logger("media.endpoint").bind(session_id=call_id, leg=leg)
         self.events = AsyncIOEventEmitter(loop=self._loop)
         self._stats = RtpStats()
         self._codecs = tuple(cfg.codecs)
