@@ -355,6 +355,11 @@ def test_readme_catalogue_matches_the_live_scrape(stack: Stack, name: str) -> No
     assert not problems, "\n".join(problems)
     others = {n for n in families if not n.startswith("voicecall_") and not FOREIGN.match(n)}
     assert not others, f"series outside the voicecall_/process_/python_ namespaces: {others}"
+    # Prometheus's own linter (names, units, HELP) has nothing to say.
+    lint = subprocess.run(["promtool", "check", "metrics"], input=stack.nodes[name].exposition,
+                          capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0 and not (lint.stdout + lint.stderr).strip(), \
+        lint.stdout + lint.stderr
     # Every sample names its node, and it is this node.
     nodes = set(re.findall(r'^voicecall_\w+\{[^}]*node="([^"]*)"', stack.nodes[name].exposition,
                            re.M))
@@ -501,6 +506,7 @@ def test_daemon_runs_inside_the_units_sandbox() -> None:
     unprivileged user with no capabilities and no_new_privs. The node starts (TTS prompts
     rendered by espeak-ng/sox, SQLite created), writes only to its data directory and
     serves its metrics, process_* included."""
+    assert os.geteuid() == 0, "needs root: a private mount namespace and setpriv"
     for exe in ("unshare", "setpriv"):
         assert shutil.which(exe), f"{exe} missing (util-linux)"
     unit = (Path(__file__).resolve().parents[2] / "deploy" / "systemd" /
