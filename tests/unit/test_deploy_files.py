@@ -28,7 +28,6 @@ from tests.deploy_files import (
     promql_metric_names,
     readme_catalogue,
 )
-from tests.paths import REPO
 
 UNIT = DEPLOY / "systemd" / "voicecall.service"
 
@@ -247,7 +246,8 @@ def test_systemd_unit_directives() -> None:
 def _unit_for_this_machine(tmp_path: Path) -> Path:
     """The unit with ExecStart pointed at this checkout's entry point: verify checks that
     the program exists and /opt/voicecall does not exist here."""
-    exe = REPO / ".venv" / "bin" / "voicecall"
+    # The entry point of the virtualenv running the tests (make test: .venv/bin/voicecall).
+    exe = Path(sys.executable).parent / "voicecall"
     assert exe.exists(), exe
     unit = tmp_path / "voicecall.service"
     unit.write_text(UNIT.read_text().replace("/opt/voicecall/.venv/bin/voicecall", str(exe)))
