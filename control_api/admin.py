@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from control_api import numbers as nums
 from control_api import templates as tpl
 from control_api.billing import monthly_rent_milli
+from control_api.cluster import FORWARDED_BY, GONE_DESC, NODE_HEADER, Forward, route_to_owner
 from control_api.codes import ApiError, Code, invalid
 from control_api.playfiles import check_name, validate_play_file
 
@@ -50,8 +51,10 @@ _TRACE_DOC: dict[int | str, dict[str, Any]] = {
                          "with `format=ladder` or `Accept: text/plain`, the ladder diagram",
           "content": {"application/json": {"example": _TRACE_EXAMPLE},
                       "text/plain": {"schema": {"type": "string"}}}},
-    404: {"description": "unknown here (another node ran it, or not a call of this node) or "
-                         "the trace expired (`[sip] trace_calls` newest calls are kept)"}}
+    404: {"description": "no such session, the trace expired (`[sip] trace_calls` newest "
+                         "calls are kept) or the node that ran the call is down (a call of "
+                         "another node is answered by that node)"},
+    500: {"description": "the node that ran the call could not be reached (1010001)"}}
 
 
 def _wants_ladder(request: Request, fmt: str | None) -> bool:
@@ -122,6 +125,11 @@ class Repush(_In):
     ids: list[int] | None = Field(None, max_length=10_000)
     state: Literal["parked", "delivered"] | None = "parked"
     app_key: str | None = Field(None, max_length=128)
+
+
+def error_json(err: ApiError) -> JSONResponse:
+    return JSONResponse({"resultcode": err.code.value, "resultdesc": err.desc},
+                        status_code=err.status)
 
 
 def _ok(**extra: Any) -> dict[str, Any]:
@@ -365,6 +373,52 @@ def build_admin_router(ctx: ApiContext) -> APIRouter:
                                         offset=offset)
         return _ok(calls=rows)
 
+    # -- cluster: requests about a call are answered by the node that runs it --
+    node = ctx.config.node.name
+
+    def _as_node(resp: Response) -> Response:
+        """Mark an answer as this node's: a forwarding peer relays only its owner's answers."""
+        resp.headers[NODE_HEADER] = node
+        return resp
+
+    def _forwardable(request: Request, call: dict[str, Any] | None) -> str | None:
+        """The call's node when another node runs it and this request may go there (a
+        forwarded request never goes further: no loops, whatever the rows say)."""
+        if (call is None or call["node"] == node or ctx.service.peers is None
+                or FORWARDED_BY in request.headers):
+            return None
+        return str(call["node"])
+
+    @r.post("/calls/{session_id}/stop", response_model=None,
+            summary="Stop a call on whichever node runs it (what callStop does, without the "
+                    "app's signature; nodes forward callStop to each other through it)")
+    async def stop_call(session_id: str, request: Request) -> Response:
+        try:
+            call = await store.get_call(session_id)
+            if call is None or call["ended_at"] is not None:
+                raise ApiError(Code.NOT_FOUND, GONE_DESC)
+            owner = _forwardable(request, call)
+            if owner is not None:
+                assert ctx.service.peers is not None
+                result = await ctx.service.peers.stop(owner, session_id)
+            elif call["node"] != node:
+                raise ApiError(Code.NOT_FOUND, f"{GONE_DESC[:-1]} on node {node} (it runs on "
+                                               f"{call['node']}).")
+            else:
+                result = await ctx.service.stop_local(session_id)
+        except ApiError as e:
+            return _as_node(error_json(e))
+        return _as_node(JSONResponse(result))
+
+    @r.get("/nodes", summary="The nodes of the cluster (shared database): API address, "
+                             "heartbeat, alive")
+    async def list_nodes() -> dict[str, Any]:
+        now_ms = int(ctx.clock() * 1000)
+        rows = await store.list_nodes()
+        for row in rows:
+            row["alive"] = isinstance(route_to_owner(row["name"], row, now_ms), Forward)
+        return _ok(nodes=rows, node=node)
+
     # -- SIP traces (lab debugging; in memory on the node that ran the call) --
     backend = ctx.service.backend
 
@@ -373,6 +427,9 @@ def build_admin_router(ctx: ApiContext) -> APIRouter:
         if ladder:
             return PlainTextResponse(text)
         return _ok(**doc)
+
+    def _reply(out: Response | dict[str, Any]) -> Response:
+        return out if isinstance(out, Response) else JSONResponse(out)
 
     @r.get("/calls/{session_id}/sip-trace", responses=_TRACE_DOC, response_model=None,
            summary="SIP trace of a call (all its legs, JSON or a text ladder)")
@@ -383,17 +440,29 @@ def build_admin_router(ctx: ApiContext) -> APIRouter:
         notification/verification: the callee) merged in time order: time, direction,
         transport, local and remote address, first line and the whole message."""
         doc = backend.sip_trace(session_id)
-        if doc is None:
+        if doc is not None:
+            return _as_node(_reply(_trace_reply(doc, _wants_ladder(request, format))))
+        try:
             call = await store.get_call(session_id)
+            owner = _forwardable(request, call)
+            if owner is not None:
+                assert ctx.service.peers is not None
+                headers = {"Accept": request.headers["accept"]} \
+                    if "accept" in request.headers else {}
+                r = await ctx.service.peers.get(owner, session_id, "sip-trace",
+                                                dict(request.query_params), headers)
+                return Response(r.content, r.status_code, media_type=r.headers.get(
+                    "content-type"), headers={NODE_HEADER: owner})
             if call is None:
                 why = "no such session"
-            elif call["node"] != ctx.config.node.name:
+            elif call["node"] != node:
                 why = f"the call ran on node {call['node']}: ask that node's admin API"
             else:
                 why = ("the trace expired or tracing is off (this node keeps the newest "
                        "[sip] trace_calls Call-IDs)")
             raise ApiError(Code.NOT_FOUND, f"No SIP trace for session {session_id}: {why}.")
-        return _trace_reply(doc, _wants_ladder(request, format))
+        except ApiError as e:
+            return _as_node(error_json(e))
 
     @r.get("/sip-traces", summary="Recent traced SIP Call-IDs (any call, newest first)")
     async def list_sip_traces(limit: int = Query(100, ge=1, le=10_000),

@@ -5,6 +5,7 @@ naming the key; keys of features that have not landed yet are accepted with a wa
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -49,12 +50,22 @@ class ApiConfig(_Section):
     max_inflight_requests: int = Field(default=256, ge=0, le=100_000)  # more → 1010010, 0 = off
     # POST /demo/webhooks/{status,fee} logs and accepts pushes: a receiver for the demo.
     demo_webhooks: bool = False
+    # How the other nodes of a cluster reach this API (callStop / sip-trace forwarding);
+    # "" = the address the listener bound (a wildcard bind: the host name's address).
+    internal_url: str = ""
 
     @field_validator("callee_limit")
     @classmethod
     def _callee_limit(cls, v: str) -> str:
         if v not in ("off", "warn", "enforce"):
             raise ValueError("callee_limit must be 'off', 'warn' or 'enforce'")
+        return v
+
+    @field_validator("internal_url")
+    @classmethod
+    def _internal_url(cls, v: str) -> str:
+        if v and not re.fullmatch(r"https?://[^/\s]+/?", v):
+            raise ValueError("expected http(s)://HOST:PORT (no path), e.g. http://10.0.0.11:8080")
         return v
 
     @field_validator("listen")

@@ -26,6 +26,14 @@ from prometheus_client import CollectorRegistry
 from control_api import templates as tpl
 from control_api.auth import Authenticator, settings_from_config
 from control_api.backend import CallBackend
+from control_api.cluster import (
+    HEARTBEAT_INTERVAL_S,
+    STALE_AFTER_S,
+    ClusterPeers,
+    Heartbeat,
+    api_url_for,
+    own_address,
+)
 from control_api.config import Config, LoadedConfig
 from control_api.http import ApiContext
 from control_api.looplag import LoopLagMonitor
@@ -108,7 +116,9 @@ class ControlPlane:
     def __init__(self, loaded: LoadedConfig, backend: CallBackend, events: CallEventBus, *,
                  listen: str | None = None, registry: CollectorRegistry | None = None,
                  gauge_sample_interval_s: float = GAUGE_SAMPLE_INTERVAL_S,
-                 started_at: float | None = None) -> None:
+                 started_at: float | None = None,
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+                 stale_after_s: float = STALE_AFTER_S) -> None:
         self.config = loaded.config
         self.registry = registry
         self.started_at = started_at if started_at is not None else time.time()
@@ -136,6 +146,9 @@ class ControlPlane:
         self.loop_lag: LoopLagMonitor | None = None
         self._unsubscribe: Any = None
         self._retention: asyncio.Task[None] | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.stale_after_s = stale_after_s
         self.warnings: list[str] = []
         self._stopped = False
 
@@ -183,7 +196,23 @@ class ControlPlane:
                          recordings=self.recordings, record_domain=self.record_domain,
                          nudge_outbox=self.outbox.nudge, metrics=metrics)
         self.api = await start_api(ctx, self.listen)
+        await self._join_cluster()
         self._retention = asyncio.create_task(self._retention_loop(), name="recording-retention")
+
+    async def _join_cluster(self) -> None:
+        """Record this node's API address in the shared database and forward requests about
+        other nodes' calls to them (control_api/cluster.py)."""
+        assert self.api is not None and self.client is not None
+        cfg = self.config
+        wildcard = not cfg.api.internal_url and self.api.host in ("0.0.0.0", "::")
+        url = api_url_for(cfg.api.internal_url, self.api.host, self.api.port,
+                          await own_address() if wildcard else "")
+        self.heartbeat = Heartbeat(self.store, cfg.node.name, url, self.started_at,
+                                   self.heartbeat_interval_s)
+        await self.heartbeat.start()
+        self.service.peers = ClusterPeers(self.store, self.client, cfg.node.name,
+                                          cfg.api.admin_token,
+                                          stale_after_s=self.stale_after_s)
 
     def _metric_values(self) -> dict[str, float]:
         return {"calls_live": len(self.sessions)}
@@ -238,6 +267,8 @@ class ControlPlane:
             await asyncio.gather(self._retention, return_exceptions=True)
         if self.api is not None:
             await self.api.stop()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
         if self.sink is not None:
             try:
                 await asyncio.wait_for(self.sink.drain(), 10)

@@ -27,6 +27,7 @@ import structlog
 from control_api import numbers as nums
 from control_api import templates as tpl
 from control_api.backend import BackendError, CallBackend
+from control_api.cluster import GONE_DESC, ClusterPeers
 from control_api.codes import ApiError, Code, invalid
 from control_api.config import Config
 from control_api.models import CallbackBody, NotifyBody, StopBody, VerifyBody
@@ -129,6 +130,8 @@ class CallService:
         self._self_addrs = api_self_addresses(config)
         self._rng = random.SystemRandom()
         self._background: set[asyncio.Task[None]] = set()
+        # set by the control plane once it serves (None: single node, nothing to forward to)
+        self.peers: ClusterPeers | None = None
 
     # -- identifiers ---------------------------------------------------------------------------
 
@@ -437,10 +440,15 @@ class CallService:
     async def _stop(self, app: Row, body: StopBody) -> dict[str, Any]:
         call = await self.store.get_call(body.sessionid)
         if call is None or call["app_key"] != app["app_key"] or call["ended_at"] is not None:
-            raise ApiError(Code.NOT_FOUND,
-                           "Invalid request.sessionid does not exist or the call has ended.")
-        if not await self.backend.stop_call(body.sessionid):
-            raise ApiError(Code.NOT_FOUND,
-                           "Invalid request.sessionid does not exist or the call has ended.")
+            raise ApiError(Code.NOT_FOUND, GONE_DESC)
+        if call["node"] != self.node and self.peers is not None:
+            # another node of the cluster runs it: that node stops it and its answer is ours
+            return await self.peers.stop(call["node"], body.sessionid)
+        return await self.stop_local(body.sessionid)
+
+    async def stop_local(self, session_id: str) -> dict[str, Any]:
+        """Stop a call this node runs (callStop, or one forwarded by another node)."""
+        if not await self.backend.stop_call(session_id):
+            raise ApiError(Code.NOT_FOUND, GONE_DESC)
         log.info("call_stop_requested")
         return {"resultcode": "0", "resultdesc": "Success"}

@@ -37,7 +37,12 @@ def _v1(conn: Connection) -> None:
     schema.metadata.create_all(conn, checkfirst=True)
 
 
-MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1),)
+def _v2(conn: Connection) -> None:
+    # A fresh database got ``nodes`` from v1's create_all already; one at v1 gets it here.
+    schema.nodes.create(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1), (2, _v2))
 
 
 def _now_ms() -> int:

@@ -572,3 +572,27 @@ class Store:
         if app_key:
             q = q.where(c.c.app_key == app_key)
         return await self._all(q)
+
+    # -- cluster nodes -------------------------------------------------------------------------
+
+    async def node_alive(self, name: str, api_url: str, started_at_ms: int,
+                         now: int | None = None) -> None:
+        """Register this node (at start) or refresh its heartbeat: one upsert."""
+        beat = now if now is not None else now_ms()
+        def _op(conn: Connection) -> Any:
+            self._upsert(conn, t.nodes, {"name": name},
+                         {"api_url": api_url, "started_at": started_at_ms, "heartbeat_at": beat})
+        await self.db.run_autocommit(_op)
+
+    async def node_stopped(self, name: str) -> None:
+        """A clean stop: heartbeat 0, so peers answer for its calls at once instead of
+        waiting for the heartbeat to go stale."""
+        def _op(conn: Connection) -> Any:
+            conn.execute(update(t.nodes).where(t.nodes.c.name == name).values(heartbeat_at=0))
+        await self.db.run_autocommit(_op)
+
+    async def get_node(self, name: str) -> Row | None:
+        return await self._one(select(t.nodes).where(t.nodes.c.name == name))
+
+    async def list_nodes(self) -> list[Row]:
+        return await self._all(select(t.nodes).order_by(t.nodes.c.name))

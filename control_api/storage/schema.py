@@ -135,3 +135,13 @@ cdr_outbox = Table(
     UniqueConstraint("session_id", name="uq_cdr_outbox_session"),
     Index("ix_cdr_outbox_due", "state", "next_attempt_at"),
 )
+
+# Cluster membership (migration 2): each node's internal API address and heartbeat, so a node
+# can hand a request about a call (callStop, its SIP trace) to the node that runs it.
+nodes = Table(
+    "nodes", metadata,
+    Column("name", String(64), primary_key=True),                     # [node] name
+    Column("api_url", String(1024), nullable=False),                  # reachable by the peers
+    Column("started_at", BigInteger, nullable=False),
+    Column("heartbeat_at", BigInteger, nullable=False),               # 0 = stopped cleanly
+)

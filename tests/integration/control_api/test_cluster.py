@@ -48,9 +48,6 @@ async def test_shared_outbox_pushes_each_cdr_once(make_node: NodeFactory,
     assert sorted(pushed) == sorted(sids)          # every CDR, none twice
 
 
-@pytest.mark.xfail(strict=True, reason="gap: callStop is served only by the node running the "
-                   "call (404 elsewhere), so an HTTP load balancer must route it by the "
-                   "sessionId's @node suffix (deploy/README.md, Cluster)")
 async def test_call_stop_through_the_other_node(make_node: NodeFactory) -> None:
     long_call = lambda _r: FakeScript(talk_s=30)  # noqa: E731
     a = await make_node(script=long_call, node_name="vc1")

@@ -41,8 +41,8 @@ def call_row(i: int, app_key: str = "k1", callee: str = "+8613800000002",
 
 
 async def test_migrations_are_idempotent(stores: tuple[Store, Store]) -> None:
-    assert await stores[0].db.migrate() == 1
-    assert await stores[1].db.migrate() == 1
+    assert await stores[0].db.migrate() == 2
+    assert await stores[1].db.migrate() == 2
 
 
 async def test_admission_is_atomic_across_nodes(stores: tuple[Store, Store]) -> None:
