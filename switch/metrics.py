@@ -1,36 +1,34 @@
 """Prometheus metrics of the signalling plane (SIP stack, user agent, gateways, services).
 
 Names follow drachtio-server's (``*_sip_requests_in_total`` …) under the ``voicecall_``
-prefix; every series carries the ``node`` label first (docs: /work/notes/metrics-catalogue.md,
-section "Switch"). The object is created by the composition root on the node's shared
-registry; tests create it on a private one.
+prefix; every series carries the ``node`` label first (the "Switch" section of the metric
+catalogue). The object is created by the composition root on the node's shared registry;
+tests create it on a private one.
 
 Where the numbers live:
 
-* per-message counters (requests/responses in and out, retransmissions, bad messages) are
-  plain ints in dicts keyed by bounded label values (an unknown method is ``other``), ~0.2
-  µs a message where a prometheus_client ``inc()`` on a cached child costs 1-2 µs (its
-  lock and checks); a collector turns them into counter families at scrape time;
+* counters and call/leg gauges are plain ints in dicts keyed by bounded label values (an
+  unknown method is ``other``): ~0.1 µs an event, where a prometheus_client ``inc()`` on a
+  cached child costs 1-2 µs (a lock and checks) and ``labels()`` several µs. A collector
+  turns them into metric families at scrape time;
 * gauges of things that already exist in a table (transactions, dialogs, registrations,
   gateway health) are read at scrape time by the same collector from callables the node
   installs (``SwitchMetrics.sources``), so the hot path pays nothing for them;
-* per-call series (set-up time histograms, gateway outcomes, service calls/legs) are
-  ordinary prometheus_client metrics; their label children are cached in small dicts
-  (``labels()`` costs several µs).
+* the set-up time histograms are prometheus_client ``Histogram`` s (four observations a
+  bridged call).
 
 The collector runs in the event loop (``GET /metrics`` is an async handler), the thread
-that updates the dicts; ``dict.copy()`` keeps it safe anyway.
+that updates the dicts; it iterates over ``dict.copy()`` s anyway.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE",
@@ -45,6 +43,8 @@ BAD_REASONS = ("parse", "too_large", "unmatchable", "handler_error")
 GATEWAY_OUTCOMES = ("answered", "busy", "no_answer", "rejected", "unavailable", "cancelled")
 SERVICES = ("callback", "notify", "verify", "b2bua")
 
+Family = CounterMetricFamily | GaugeMetricFamily
+
 
 def method_label(method: str) -> str:
     return method if method in METHODS else "other"
@@ -57,9 +57,14 @@ def sip_class(status: int | None) -> str:
     return f"{status // 100}xx"
 
 
+def _code(status: int) -> str:
+    # The parser only accepts 100..699; anything else (a bug) stays one bounded label.
+    return str(status) if 100 <= status <= 699 else "other"
+
+
 @dataclass
 class Sources:
-    """Scrape-time readers, installed by ``SwitchNode.start`` (None: series reads 0)."""
+    """Scrape-time readers, installed by ``SwitchNode.start`` (None: the series reads 0)."""
 
     transactions: Callable[[], tuple[int, int]] | None = None      # (client, server)
     dialogs: Callable[[], tuple[int, int]] | None = None           # (early, confirmed)
@@ -69,104 +74,120 @@ class Sources:
 
 
 @dataclass
-class MessageCounts:
-    """The per-message counters (see the module docstring). Keys: method label, or
-    (method label, status) for responses, or (kind, method label) for retransmissions."""
+class Counts:
+    """Every counter and call/leg gauge, by label values (``node`` aside)."""
 
-    requests_in: dict[str, int] = field(default_factory=dict)
+    requests_in: dict[str, int] = field(default_factory=dict)                 # method
     requests_out: dict[str, int] = field(default_factory=dict)
-    responses_in: dict[tuple[str, int], int] = field(default_factory=dict)
+    responses_in: dict[tuple[str, int], int] = field(default_factory=dict)    # method, status
     responses_out: dict[tuple[str, int], int] = field(default_factory=dict)
-    retransmissions: dict[tuple[str, str], int] = field(default_factory=dict)
+    retransmissions: dict[tuple[str, str], int] = field(default_factory=dict)  # kind, method
     bad: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BAD_REASONS, 0))
+    gateway_calls: dict[tuple[str, str], int] = field(default_factory=dict)    # gw, outcome
+    # By service; every service reads 0 from the start (rates and ASR need the series).
+    calls_total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVICES, 0))
+    calls_active: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVICES, 0))
+    legs_active: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVICES, 0))
+    outcomes: dict[tuple[str, str, str], int] = field(default_factory=dict)  # service, leg, code
 
 
-class _TableCollector(Collector):
-    def __init__(self, node: str, sources: Sources, counts: MessageCounts) -> None:
+def _counter(name: str, doc: str, *labels: str) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=["node", *labels])
+
+
+def _gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=["node", *labels])
+
+
+# Label-value tuples of any arity (the counts' keys, node aside).
+Counted = Mapping[Any, int]
+
+
+def _add(family: Family, node: str, counts: Counted) -> Family:
+    for labels, n in sorted(counts.items()):
+        family.add_metric([node, *labels], n)
+    return family
+
+
+def _by_code(counts: dict[tuple[str, int], int]) -> dict[tuple[str, ...], int]:
+    out: dict[tuple[str, ...], int] = {}
+    for (method, status), n in counts.copy().items():
+        key = (method, _code(status))
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+def _keyed(counts: Mapping[str, int]) -> dict[tuple[str, ...], int]:
+    return {(k,): n for k, n in counts.items()}
+
+
+class _SwitchCollector(Collector):
+    def __init__(self, node: str, sources: Sources, counts: Counts) -> None:
         self.node = node
         self.sources = sources
         self.counts = counts
 
-    def _families(self) -> tuple[CounterMetricFamily | GaugeMetricFamily, ...]:
-        return (
-            CounterMetricFamily("voicecall_sip_requests_in", "SIP requests received by "
-                                "method (retransmissions included)", labels=["node", "method"]),
-            CounterMetricFamily("voicecall_sip_requests_out", "SIP requests sent by method "
-                                "(first transmissions only)", labels=["node", "method"]),
-            CounterMetricFamily("voicecall_sip_responses_in", "SIP responses received by "
-                                "CSeq method and status", labels=["node", "method", "code"]),
-            CounterMetricFamily("voicecall_sip_responses_out", "SIP responses sent by CSeq "
-                                "method and status (first transmissions only)",
-                                labels=["node", "method", "code"]),
-            CounterMetricFamily("voicecall_sip_retransmissions", "SIP retransmissions sent, "
-                                "by kind and method", labels=["node", "kind", "method"]),
-            CounterMetricFamily("voicecall_sip_bad_messages", "Messages received and not "
-                                "processed, by reason", labels=["node", "reason"]),
-            GaugeMetricFamily("voicecall_sip_transactions", "Live SIP transactions by side",
-                              labels=["node", "side"]),
-            GaugeMetricFamily("voicecall_sip_dialogs", "INVITE dialogs by state",
-                              labels=["node", "state"]),
-            GaugeMetricFamily("voicecall_registered_endpoints",
-                              "Contacts bound by REGISTER (not yet swept)", labels=["node"]),
-            GaugeMetricFamily("voicecall_gateway_up", "Gateway health from OPTIONS probes and "
-                              "call timeouts (1 up, 0 down)", labels=["node", "gateway"]),
-        )
+    def describe(self) -> Iterable[Family]:
+        return self._families(describe=True)
 
-    def describe(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
-        return self._families()
+    def collect(self) -> Iterable[Family]:
+        return self._families(describe=False)
 
-    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
-        s, node, c = self.sources, self.node, self.counts
-        (req_in, req_out, resp_in, resp_out, retx, bad, txns, dialogs, registered,
-         gateways) = self._families()
-        for family, counts in ((req_in, c.requests_in), (req_out, c.requests_out)):
-            for method, n in sorted(counts.copy().items()):
-                family.add_metric([node, method], n)
-        for family, rcounts in ((resp_in, c.responses_in), (resp_out, c.responses_out)):
-            by_label: dict[tuple[str, str], int] = {}
-            for (method, status), n in rcounts.copy().items():
-                key = (method, _code(status))
-                by_label[key] = by_label.get(key, 0) + n
-            for (method, code), n in sorted(by_label.items()):
-                family.add_metric([node, method, code], n)
-        for (kind, method), n in sorted(c.retransmissions.copy().items()):
-            retx.add_metric([node, kind, method], n)
-        oversize = s.oversize() if s.oversize else 0
-        for reason in BAD_REASONS:
-            bad.add_metric([node, reason], c.bad[reason] + (
-                oversize if reason == "too_large" else 0))
-        client, server = s.transactions() if s.transactions else (0, 0)
-        txns.add_metric([node, "client"], client)
-        txns.add_metric([node, "server"], server)
-        early, confirmed = s.dialogs() if s.dialogs else (0, 0)
-        dialogs.add_metric([node, "early"], early)
-        dialogs.add_metric([node, "confirmed"], confirmed)
-        registered.add_metric([node], s.registered() if s.registered else 0)
-        for name, up in sorted((s.gateways() if s.gateways else {}).items()):
-            gateways.add_metric([node, name], 1 if up else 0)
-        return (req_in, req_out, resp_in, resp_out, retx, bad, txns, dialogs, registered,
-                gateways)
+    def _families(self, *, describe: bool) -> list[Family]:
+        node, c, s = self.node, self.counts, self.sources
+        def read(counts: Callable[[], Counted]) -> Counted:
+            return {} if describe else counts()
 
-
-M = TypeVar("M", bound=MetricWrapperBase)
-
-
-class _Children(Generic[M]):
-    """label values → child of ``metric`` (labels ``node`` + the values), created on first
-    use. Values must be bounded; callers normalise them first."""
-
-    __slots__ = ("_cache", "_metric", "_node")
-
-    def __init__(self, metric: M, node: str) -> None:
-        self._metric = metric
-        self._node = node
-        self._cache: dict[tuple[str, ...], M] = {}
-
-    def get(self, *labels: str) -> M:
-        child = self._cache.get(labels)
-        if child is None:
-            child = self._cache[labels] = self._metric.labels(self._node, *labels)
-        return child
+        oversize = s.oversize() if s.oversize and not describe else 0
+        client, server = s.transactions() if s.transactions and not describe else (0, 0)
+        early, confirmed = s.dialogs() if s.dialogs and not describe else (0, 0)
+        return [
+            _add(_counter("voicecall_sip_requests_in", "SIP requests received by method "
+                          "(retransmissions included)", "method"),
+                 node, read(lambda: _keyed(c.requests_in.copy()))),
+            _add(_counter("voicecall_sip_requests_out", "SIP requests sent by method (first "
+                          "transmissions only)", "method"),
+                 node, read(lambda: _keyed(c.requests_out.copy()))),
+            _add(_counter("voicecall_sip_responses_in", "SIP responses received by CSeq "
+                          "method and status", "method", "code"),
+                 node, read(lambda: _by_code(c.responses_in))),
+            _add(_counter("voicecall_sip_responses_out", "SIP responses sent by CSeq method "
+                          "and status (first transmissions only)", "method", "code"),
+                 node, read(lambda: _by_code(c.responses_out))),
+            _add(_counter("voicecall_sip_retransmissions", "SIP retransmissions sent, by "
+                          "kind and method", "kind", "method"),
+                 node, read(c.retransmissions.copy)),
+            _add(_counter("voicecall_sip_bad_messages", "Messages received and not "
+                          "processed, by reason", "reason"),
+                 node, read(lambda: {(r,): c.bad[r] + (oversize if r == "too_large" else 0)
+                                     for r in BAD_REASONS})),
+            _add(_gauge("voicecall_sip_transactions", "Live SIP transactions by side",
+                        "side"),
+                 node, read(lambda: {("client",): client, ("server",): server})),
+            _add(_gauge("voicecall_sip_dialogs", "INVITE dialogs by state", "state"),
+                 node, read(lambda: {("early",): early, ("confirmed",): confirmed})),
+            _add(_gauge("voicecall_registered_endpoints", "Contacts bound by REGISTER and "
+                        "not expired"),
+                 node, read(lambda: {(): s.registered() if s.registered else 0})),
+            _add(_gauge("voicecall_gateway_up", "Gateway health from OPTIONS probes and "
+                        "call timeouts (1 up, 0 down)", "gateway"),
+                 node, read(lambda: {(name,): int(up) for name, up in
+                                     (s.gateways() if s.gateways else {}).items()})),
+            _add(_counter("voicecall_gateway_calls", "INVITE attempts to a gateway by "
+                          "outcome (ASR = answered / all)", "gateway", "outcome"),
+                 node, read(c.gateway_calls.copy)),
+            _add(_gauge("voicecall_calls_active", "Calls in progress by service", "service"),
+                 node, read(lambda: _keyed(c.calls_active.copy()))),
+            _add(_gauge("voicecall_legs_active", "Call legs not ended yet by service",
+                        "service"),
+                 node, read(lambda: _keyed(c.legs_active.copy()))),
+            _add(_counter("voicecall_calls", "Calls started by service", "service"),
+                 node, read(lambda: _keyed(c.calls_total.copy()))),
+            _add(_counter("voicecall_call_outcomes", "Leg disconnects by service, leg and "
+                          "stateCode (b2bua: class of the leg's final response)",
+                          "service", "leg", "state_code"),
+                 node, read(c.outcomes.copy)),
+        ]
 
 
 class SwitchMetrics:
@@ -174,10 +195,7 @@ class SwitchMetrics:
         self.registry = r = registry if registry is not None else CollectorRegistry()
         self.node = node
         self.sources = Sources()
-        self.messages = MessageCounts()
-        self.gateway_calls = Counter("voicecall_gateway_calls", "Outbound INVITE attempts to a "
-                                     "gateway by outcome (ASR = answered / all)",
-                                     ["node", "gateway", "outcome"], registry=r)
+        self.counts = c = Counts()
         self.pdd_in = Histogram("voicecall_call_pdd_seconds_in", "Received INVITE to our first "
                                 "18x", ["node"], buckets=CALL_BUCKETS, registry=r)
         self.pdd_out = Histogram("voicecall_call_pdd_seconds_out", "Sent INVITE to the first "
@@ -186,35 +204,15 @@ class SwitchMetrics:
                                    "2xx", ["node"], buckets=CALL_BUCKETS, registry=r)
         self.answer_out = Histogram("voicecall_call_answer_seconds_out", "Sent INVITE to the "
                                     "2xx received", ["node"], buckets=CALL_BUCKETS, registry=r)
-        self.calls_active = Gauge("voicecall_calls_active", "Calls in progress by service",
-                                  ["node", "service"], registry=r)
-        self.legs_active = Gauge("voicecall_legs_active", "Call legs not yet ended by service",
-                                 ["node", "service"], registry=r)
-        self.calls_total = Counter("voicecall_calls", "Calls started by service",
-                                   ["node", "service"], registry=r)
-        self.call_outcomes = Counter("voicecall_call_outcomes", "Leg disconnects by service, "
-                                     "leg and stateCode (b2bua: SIP class of the final "
-                                     "response)", ["node", "service", "leg", "state_code"],
-                                     registry=r)
-        r.register(_TableCollector(node, self.sources, self.messages))
-        m = self.messages
-        self._req_in, self._req_out = m.requests_in, m.requests_out
-        self._resp_in, self._resp_out = m.responses_in, m.responses_out
-        self._retx, self._bad = m.retransmissions, m.bad
-        self._gw = _Children(self.gateway_calls, node)
-        self._calls_active = _Children(self.calls_active, node)
-        self._legs_active = _Children(self.legs_active, node)
-        self._calls_total = _Children(self.calls_total, node)
-        self._outcomes = _Children(self.call_outcomes, node)
+        r.register(_SwitchCollector(node, self.sources, c))
+        # Bound once: the hooks below run for every message.
+        self._req_in, self._req_out = c.requests_in, c.requests_out
+        self._resp_in, self._resp_out = c.responses_in, c.responses_out
+        self._retx = c.retransmissions
         self._pdd_in = self.pdd_in.labels(node)
         self._pdd_out = self.pdd_out.labels(node)
         self._answer_in = self.answer_in.labels(node)
         self._answer_out = self.answer_out.labels(node)
-        # Series that should read 0 before their first event (rates and ASR need them).
-        for service in SERVICES:
-            self._calls_active.get(service)
-            self._legs_active.get(service)
-            self._calls_total.get(service)
 
     # ------------------------------------------------------------------ SIP messages
     def request_in(self, method: str) -> None:
@@ -248,7 +246,7 @@ class SwitchMetrics:
 
     def bad_message(self, reason: str) -> None:
         """``reason`` is one of BAD_REASONS."""
-        self._bad[reason] += 1
+        self.counts.bad[reason] += 1
 
     # --------------------------------------------------------------------- set-up time
     def pdd(self, seconds: float, *, inbound: bool) -> None:
@@ -259,30 +257,30 @@ class SwitchMetrics:
 
     # ------------------------------------------------------------------------ gateways
     def gateway_call(self, gateway: str, outcome: str) -> None:
-        """``gateway`` is a configured gateway name (bounded by the config)."""
-        self._gw.get(gateway, outcome).inc()
+        """``gateway`` is a configured gateway name (bounded by the config), ``outcome``
+        one of GATEWAY_OUTCOMES."""
+        d = self.counts.gateway_calls
+        d[gateway, outcome] = d.get((gateway, outcome), 0) + 1
 
     # ------------------------------------------------------------------------ services
     def call_started(self, service: str) -> None:
-        self._calls_total.get(service).inc()
-        self._calls_active.get(service).inc()
+        """``service`` is one of SERVICES."""
+        c = self.counts
+        c.calls_total[service] += 1
+        c.calls_active[service] += 1
 
     def call_ended(self, service: str) -> None:
-        self._calls_active.get(service).dec()
+        self.counts.calls_active[service] -= 1
 
     def leg_started(self, service: str) -> None:
-        self._legs_active.get(service).inc()
+        self.counts.legs_active[service] += 1
 
     def leg_ended(self, service: str) -> None:
-        self._legs_active.get(service).dec()
+        self.counts.legs_active[service] -= 1
 
     def leg_outcome(self, service: str, leg: str, state_code: int | str | None) -> None:
         """One per leg disconnect. ``state_code``: the leg's stateCode (a fixed set from
         switch.services.causes) or, for b2bua, :func:`sip_class`."""
-        code = "0" if state_code is None else str(state_code)
-        self._outcomes.get(service, leg, code).inc()
-
-
-def _code(status: int) -> str:
-    # The parser only accepts 100..699; anything else from a bug stays bounded.
-    return str(status) if 100 <= status <= 699 else "other"
+        key = (service, leg, "0" if state_code is None else str(state_code))
+        d = self.counts.outcomes
+        d[key] = d.get(key, 0) + 1
