@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -393,6 +394,11 @@ def build_admin_router(ctx: ApiContext) -> APIRouter:
             summary="Stop a call on whichever node runs it (what callStop does, without the "
                     "app's signature; nodes forward callStop to each other through it)")
     async def stop_call(session_id: str, request: Request) -> Response:
+        with structlog.contextvars.bound_contextvars(
+                session_id=session_id, forwarded_by=request.headers.get(FORWARDED_BY)):
+            return await _stop_call(session_id, request)
+
+    async def _stop_call(session_id: str, request: Request) -> Response:
         try:
             call = await store.get_call(session_id)
             if call is None or call["ended_at"] is not None:

@@ -20,6 +20,9 @@ When the owner cannot answer, callStop says so with the contract's codes:
   older version) → HTTP 500 ``1010001`` "Internal system error … retry later": the call
   may still run, so the client must not take it as ended.
 
+Heartbeats are the nodes' own clocks (epoch ms), compared by the reading node: the nodes'
+clocks must agree to well within :data:`STALE_AFTER_S` (NTP; CDR times need it anyway).
+
 The decisions are pure functions (:func:`route_to_owner`, :func:`relay_stop_answer`); the
 I/O is in :class:`ClusterPeers` and :class:`Heartbeat`.
 """

@@ -207,6 +207,11 @@ class ControlPlane:
         wildcard = not cfg.api.internal_url and self.api.host in ("0.0.0.0", "::")
         url = api_url_for(cfg.api.internal_url, self.api.host, self.api.port,
                           await own_address() if wildcard else "")
+        if wildcard and urlsplit(url).hostname in ("127.0.0.1", "127.0.1.1", "::1"):
+            log.warning("internal_url_loopback", api_url=url,
+                        detail="the API listens on a wildcard address and the host name "
+                               "resolves to loopback: other nodes cannot forward callStop "
+                               "here; set [api] internal_url")
         self.heartbeat = Heartbeat(self.store, cfg.node.name, url, self.started_at,
                                    self.heartbeat_interval_s)
         await self.heartbeat.start()

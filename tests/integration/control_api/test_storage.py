@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
 
 from control_api.config import parse_config
 from control_api.plane import load_config_into_store
@@ -151,3 +152,34 @@ async def test_search_escapes_wildcards_and_usage(stores: tuple[Store, Store]) -
     usage = await a.usage(now - 10_000, now + 10_000)
     assert len(usage) == 1 and usage[0]["calls"] == 3 and usage[0]["minutes"] == 6
     assert usage[0]["charge_milli"] == 1080
+
+
+async def test_v1_database_gets_the_nodes_table(db_url: str) -> None:
+    """A database made before migration 2 (no ``nodes``, schema_version 1) is upgraded."""
+    db = Database(db_url)
+    try:
+        await db.migrate()
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DROP TABLE nodes"))
+            await conn.execute(text("DELETE FROM schema_version WHERE version = 2"))
+        assert await db.migrate() == 2
+        store = Store(db)
+        await store.node_alive("vc1", "http://10.0.0.11:8080", 1000, now=5000)
+        assert (await store.get_node("vc1")) == {"name": "vc1", "api_url": "http://10.0.0.11:8080",
+                                                 "started_at": 1000, "heartbeat_at": 5000}
+    finally:
+        await db.close()
+
+
+async def test_node_registry_is_shared(stores: tuple[Store, Store]) -> None:
+    a, b = stores
+    assert await b.get_node("vc1") is None
+    await a.node_alive("vc1", "http://127.0.0.1:1", 1000, now=2000)
+    await b.node_alive("vc2", "http://127.0.0.1:2", 1500, now=2500)
+    await a.node_alive("vc1", "http://127.0.0.1:1", 1000, now=4000)       # heartbeat
+    await a.node_stopped("vc2")
+    assert [(n["name"], n["heartbeat_at"]) for n in await b.list_nodes()] == [
+        ("vc1", 4000), ("vc2", 0)]
+    await b.node_alive("vc2", "http://127.0.0.1:3", 9000, now=9000)       # restarted, moved
+    assert await a.get_node("vc2") == {"name": "vc2", "api_url": "http://127.0.0.1:3",
+                                       "started_at": 9000, "heartbeat_at": 9000}
