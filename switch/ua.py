@@ -207,7 +207,7 @@ class UserAgent:
                 self._respond(txn, make_response(req, 481, "Call/Transaction Does Not Exist"))
                 return
             if leg.context is not None:
-                leg.context.run(self._in_dialog, leg, req, txn)
+                leg.context.copy().run(self._in_dialog, leg, req, txn)
             else:
                 self._in_dialog(leg, req, txn)
             return

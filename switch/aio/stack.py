@@ -81,7 +81,9 @@ transport failed (the caller synthesises 408/503)."""
 
 def _in_context(ctx: contextvars.Context, callback: ResponseCallback) -> ResponseCallback:
     def run(resp: Response | None) -> None:
-        ctx.run(callback, resp)
+        # A fresh copy each time: a context cannot be entered twice, and a synchronous
+        # transport error while a response is handled can time out this same transaction.
+        ctx.copy().run(callback, resp)
     return run
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import secrets
 import socket
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ import pytest
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
+from switch.aio.stack import _in_context
 from switch.config import GatewayConfig, NodeConfig, RouteConfig, SipConfig, UserConfig
 from switch.metrics import GATEWAY_OUTCOMES, SwitchMetrics, method_label, sip_class
 from switch.node import SwitchNode, SwitchSettings
@@ -450,3 +452,21 @@ async def test_service_leg_log_lines_carry_session_and_call_id() -> None:
         assert r.value("voicecall_gateway_calls_total", gateway="carrier", outcome="busy") == 1
         assert r.value("voicecall_gateway_calls_total", gateway="carrier",
                        outcome="answered") == 1
+
+
+def test_response_callback_may_reenter_its_context() -> None:
+    """A response callback runs in the sender's context variables; a synchronous transport
+    error while it runs can deliver the same transaction's timeout inside it again."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("probe")
+    var.set("s-1")
+    ctx = contextvars.copy_context()
+    seen: list[str] = []
+
+    def callback(resp: Response | None) -> None:
+        seen.append(var.get("unset"))
+        if len(seen) == 1:
+            wrapped(None)
+
+    wrapped = _in_context(ctx, callback)
+    contextvars.Context().run(wrapped, None)
+    assert seen == ["s-1", "s-1"]
