@@ -22,7 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from control_api import numbers as nums
 from control_api import templates as tpl
 from control_api.billing import monthly_rent_milli
-from control_api.cluster import FORWARDED_BY, GONE_DESC, NODE_HEADER, Forward, route_to_owner
+from control_api.cluster import (
+    FORWARDED_BY,
+    GONE_DESC,
+    NODE_HEADER,
+    STALE_AFTER_S,
+    Forward,
+    route_to_owner,
+)
 from control_api.codes import ApiError, Code, invalid
 from control_api.playfiles import check_name, validate_play_file
 
@@ -420,9 +427,11 @@ def build_admin_router(ctx: ApiContext) -> APIRouter:
                              "heartbeat, alive")
     async def list_nodes() -> dict[str, Any]:
         now_ms = int(ctx.clock() * 1000)
+        stale_s = ctx.service.peers.stale_after_s if ctx.service.peers else STALE_AFTER_S
         rows = await store.list_nodes()
         for row in rows:
-            row["alive"] = isinstance(route_to_owner(row["name"], row, now_ms), Forward)
+            row["alive"] = isinstance(route_to_owner(row["name"], row, now_ms, stale_s),
+                                      Forward)
         return _ok(nodes=rows, node=node)
 
     # -- SIP traces (lab debugging; in memory on the node that ran the call) --
