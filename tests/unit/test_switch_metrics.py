@@ -22,10 +22,14 @@ from switch.aio.stack import _in_context
 from switch.config import GatewayConfig, NodeConfig, RouteConfig, SipConfig, UserConfig
 from switch.metrics import GATEWAY_OUTCOMES, SwitchMetrics, method_label, sip_class
 from switch.node import SwitchNode, SwitchSettings
+from switch.sip.addressing import stamp_via_received
 from switch.sip.digest import DigestClient
 from switch.sip.message import Request, Response, make_response
 from switch.sip.parser import parse_message
+from switch.sip.timers import TimerSettings
+from switch.sip.transaction_layer import LayerEvent, NewRequest, OutgoingMessage, TransactionLayer
 from switch.trunks import call_outcome
+from tests.unit.sip.test_transaction_support import UAC, UAS, request, response_to
 
 NODE = "t1"
 CALLEE = "+8675512345678"
@@ -470,3 +474,62 @@ def test_response_callback_may_reenter_its_context() -> None:
     wrapped = _in_context(ctx, callback)
     contextvars.Context().run(wrapped, None)
     assert seen == ["s-1", "s-1"]
+
+
+def _flags(events: list[LayerEvent]) -> list[tuple[str, bool]]:
+    """(method or status, retransmission) of every OutgoingMessage."""
+    out = []
+    for e in events:
+        if isinstance(e, OutgoingMessage):
+            m = e.message
+            out.append((m.method if isinstance(m, Request) else str(m.status), e.retransmission))
+    return out
+
+
+def _until(layer: TransactionLayer, until: float) -> list[LayerEvent]:
+    events: list[LayerEvent] = []
+    while (d := layer.next_deadline()) is not None and d <= until:
+        events += layer.advance(d)
+    return events
+
+
+def test_layer_marks_retransmissions() -> None:
+    """``OutgoingMessage.retransmission`` (sans-I/O, virtual time, T1 = 0.5 s): first
+    transmissions False; Timer A/G copies, a response resent for a retransmitted request,
+    a re-ACK of a repeated final response and the TU's own 2xx retransmission True."""
+    layer = TransactionLayer(TimerSettings())
+    # Client INVITE: sent, Timer A copy, 486 → ACK, 486 again → the same ACK again.
+    inv = request("INVITE", branch="z9hG4bK-c1", via_host="192.0.2.99")
+    _, events = layer.send_request(inv, UAS, 0.0)
+    assert _flags(events) == [("INVITE", False)]
+    assert _flags(_until(layer, 0.6)) == [("INVITE", True)]
+    busy = response_to(inv, 486)
+    assert _flags(layer.receive(busy, UAS, 0.7)) == [("ACK", False)]
+    assert _flags(layer.receive(busy, UAS, 0.8)) == [("ACK", True)]
+
+    # Server INVITE: 100, our 486, Timer G copy, the INVITE again → 486 again.
+    req = stamp_via_received(request("INVITE", branch="z9hG4bK-s1", call_id="s1@x"), UAC)
+    events = layer.receive(req, UAC, 1.0)
+    assert _flags(events) == [("100", False)]
+    txn = next(e.server_txn for e in events if isinstance(e, NewRequest))
+    assert txn is not None
+    assert _flags(layer.send_response(txn, make_response(req, 486, to_tag="t1"), 1.1)) == [
+        ("486", False)]
+    assert ("486", True) in _flags(_until(layer, 1.7))
+    assert _flags(layer.receive(req, UAC, 1.8)) == [("486", True)]
+
+    # Server INVITE answered 2xx: the TU's retransmission of the same 2xx is one.
+    req2 = stamp_via_received(request("INVITE", branch="z9hG4bK-s2", call_id="s2@x"), UAC)
+    txn2 = next(e.server_txn for e in layer.receive(req2, UAC, 2.0) if isinstance(e, NewRequest))
+    assert txn2 is not None
+    ok = make_response(req2, 200, to_tag="t2")
+    assert _flags(layer.send_response(txn2, ok, 2.1)) == [("200", False)]
+    assert _flags(layer.send_response(txn2, ok, 2.6)) == [("200", True)]
+
+    # Non-INVITE server: 200, then the OPTIONS again → the 200 again.
+    opt = stamp_via_received(request("OPTIONS", branch="z9hG4bK-o1", call_id="o1@x"), UAC)
+    txn3 = next(e.server_txn for e in layer.receive(opt, UAC, 3.0) if isinstance(e, NewRequest))
+    assert txn3 is not None
+    assert _flags(layer.send_response(txn3, make_response(opt, 200, to_tag="t3"), 3.1)) == [
+        ("200", False)]
+    assert _flags(layer.receive(opt, UAC, 3.2)) == [("200", True)]
