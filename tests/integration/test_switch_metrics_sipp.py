@@ -124,7 +124,9 @@ def test_switch_series_after_sipp_calls(workdir: Path) -> None:
     v = after
     assert value(v, "voicecall_sip_requests_in_total", method="INVITE") == invites_sent
     assert value(v, "voicecall_sip_requests_out_total", method="INVITE") == CALLS
-    assert value(v, "voicecall_sip_requests_in_total", method="BYE") >= CALLS
+    for method in ("ACK", "BYE"):
+        assert value(v, "voicecall_sip_requests_in_total",
+                     method=method) == r_uac.count(rf"(?m)^{method} sip:") >= CALLS
     assert value(v, "voicecall_sip_requests_out_total", method="BYE") == CALLS
     assert value(v, "voicecall_sip_responses_out_total", method="INVITE", code="200") == CALLS
     assert value(v, "voicecall_sip_responses_out_total", method="INVITE", code="180") == CALLS
