@@ -176,9 +176,13 @@ async def test_verification_code(node_factory: Any, receiver: Receiver, tmp_path
     assert_leg_lifecycle(statuses(receiver, sid), {CALLEE: 0})
     runs = stretches(sn, [500.0, 700.0])
     assert [f for f, _, _ in runs] == [500.0, 700.0, 500.0, 700.0], runs
-    rendered = re.findall(r"tts_rendered .*chars=(\d+) path=(\S+) voice=(\S+)", svc.log())
-    code_tts = [(int(c), p, v) for c, p, v in rendered if v.startswith(voice)
-                and int(c) >= 4 and "data/tts" in p]
+    # The console renderer sorts keys and the call's bound context (app_key, session_id)
+    # lands between them, so read the key=value pairs of each tts_rendered line by name.
+    rendered = [dict(re.findall(r"(\w+)=(\S+)", line.split("tts_rendered", 1)[1]))
+                for line in svc.log().splitlines() if "tts_rendered" in line]
+    code_tts = [(int(f["chars"]), f["path"], f["voice"]) for f in rendered
+                if f.get("voice", "").startswith(voice) and int(f.get("chars", 0)) >= 4
+                and "data/tts" in f.get("path", "")]
     assert code_tts, rendered
     _, path, _ = code_tts[-1]
     wav = Path(path) if Path(path).is_absolute() else svc.workdir / path
