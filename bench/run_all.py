@@ -1,8 +1,8 @@
 """Run the A (cps), B (media), D (api) benchmarks, the memory and the rtpengine anchor
 benchmarks, and print ONE table: metric, measured, goal, met?.
 
-    bench/run_all                  # full run, ~15 min
-    bench/run_all --quick          # short steps at the goals, ~3-5 min
+    bench/run_all                  # full run, ~6-10 min
+    bench/run_all --quick          # short steps at the goals, ~2 min
     bench/run_all --quick --json results.json --only media,anchor
 
 Every benchmark runs as a subprocess of this script with ``--json FILE``; its own output is
@@ -357,7 +357,7 @@ def markdown(info: dict[str, Any], rows: list[Row]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="short steps at the goals (~3-5 min)")
+    ap.add_argument("--quick", action="store_true", help="short steps at the goals (~2 min)")
     ap.add_argument("--json", help="write machine info, rows and every benchmark's JSON here")
     ap.add_argument("--only", help="comma-separated subset: " + ",".join(b.name for b in BENCHES))
     ap.add_argument("--logs", help="keep each benchmark's full output in this directory")
