@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,9 +149,16 @@ class Sipp:
         ]
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self) -> Sipp:
+    def start(self, ready_timeout: float = 10.0) -> Sipp:
         self.proc = subprocess.Popen(self.args, cwd=self.workdir, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
+        # A loaded machine can take seconds to start SIPp; a request sent to a UAS that has
+        # not bound its port yet is lost (or refused) and the call fails for the wrong
+        # reason. Wait until its port is bound (or it exits: the caller sees that).
+        deadline = time.monotonic() + ready_timeout
+        while (time.monotonic() < deadline and self.proc.poll() is None
+               and not _port_bound(self.port)):
+            time.sleep(0.02)
         return self
 
     def wait(self, timeout: float = 60.0) -> SippResult:
@@ -170,6 +178,21 @@ class Sipp:
             self.proc.kill()
             self.proc.communicate(timeout=5)
         self.proc = None
+
+
+def _port_bound(port: int) -> bool:
+    """A socket (UDP, or TCP listening) has 127.0.0.1:``port`` or *:``port`` as local address."""
+    suffix = f":{port:04X}"
+    for table, listen_only in (("/proc/net/udp", False), ("/proc/net/tcp", True)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 3 and f[1].endswith(suffix) and (not listen_only or f[3] == "0A"):
+                return True
+    return False
 
 
 def _read(p: Path) -> str:
