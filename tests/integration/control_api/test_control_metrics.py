@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import platform
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -166,6 +167,20 @@ async def test_daemon_control_metrics_after_a_callback(tmp_path: Path,
         assert s.get(("process_resident_memory_bytes", frozenset()), 0) > 0
         assert ("python_gc_collections_total", frozenset({("generation", "2")})) in s
         await promtool_check(text)
+
+        # Labels stay bounded: a known set of label names, and nothing call-specific (the
+        # session id, a phone number, a SIP Call-ID) as a value.
+        allowed = {"node", "method", "code", "kind", "reason", "side", "state", "gateway",
+                   "outcome", "service", "leg", "state_code", "direction", "result",
+                   "operation", "resultcode", "app_key", "version", "python", "le",
+                   "generation", "implementation", "major", "minor", "patchlevel"}
+        call_ids = set(re.findall(r"call_id=(\S+)", node.log()))
+        assert call_ids
+        for name, labels in s:
+            for k, v in labels:
+                assert k in allowed, (name, k, v)
+                assert sid not in v and v not in call_ids and not re.search(r"\d{7,}", v), \
+                    (name, k, v)
 
         # the push failures were logged with the call's session and app
         failed = [ln for ln in node.log().splitlines() if "cdr_push_failed" in ln]
