@@ -39,6 +39,9 @@ METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "P
 CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0,
                 60.0)
 
+# Served at 0 from the start (see declare_gateways for why); other methods appear when seen.
+COMMON_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+
 BAD_REASONS = ("parse", "too_large", "unmatchable", "handler_error")
 GATEWAY_OUTCOMES = ("answered", "busy", "no_answer", "rejected", "unavailable", "cancelled")
 SERVICES = ("callback", "notify", "verify", "b2bua")
@@ -77,8 +80,9 @@ class Sources:
 class Counts:
     """Every counter and call/leg gauge, by label values (``node`` aside)."""
 
-    requests_in: dict[str, int] = field(default_factory=dict)                 # method
-    requests_out: dict[str, int] = field(default_factory=dict)
+    requests_in: dict[str, int] = field(                                     # method
+        default_factory=lambda: dict.fromkeys(COMMON_METHODS, 0))
+    requests_out: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COMMON_METHODS, 0))
     responses_in: dict[tuple[str, int], int] = field(default_factory=dict)    # method, status
     responses_out: dict[tuple[str, int], int] = field(default_factory=dict)
     retransmissions: dict[tuple[str, str], int] = field(default_factory=dict)  # kind, method
@@ -256,6 +260,15 @@ class SwitchMetrics:
         (self._answer_in if inbound else self._answer_out).observe(seconds)
 
     # ------------------------------------------------------------------------ gateways
+    def declare_gateways(self, gateways: Iterable[str]) -> None:
+        """Serve every gateway × outcome at 0 from the start: a labelled counter that first
+        appears at 1 makes ``rate()``/``increase()`` miss that first event (an ASR panel
+        reads NaN, an alert misses the first failures)."""
+        d = self.counts.gateway_calls
+        for g in gateways:
+            for outcome in GATEWAY_OUTCOMES:
+                d.setdefault((g, outcome), 0)
+
     def gateway_call(self, gateway: str, outcome: str) -> None:
         """``gateway`` is a configured gateway name (bounded by the config), ``outcome``
         one of GATEWAY_OUTCOMES."""

@@ -77,6 +77,7 @@ class SwitchNode:
         self.registrar = Registrar.from_config(list(s.users), sip, key=key, algorithms=algorithms)
         router = Router(s.routes, s.users)
         self.health = {g.name: GatewayHealth(g.name) for g in s.gateways}
+        self.metrics.declare_gateways(self.health)
         self.ua = UserAgent(self.stack, sip, registrar=self.registrar, router=router,
                             gateways=s.gateways, health=self.health, metrics=self.metrics)
         sources = self.metrics.sources

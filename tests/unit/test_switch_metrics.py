@@ -533,3 +533,23 @@ def test_layer_marks_retransmissions() -> None:
     assert _flags(layer.send_response(txn3, make_response(opt, 200, to_tag="t3"), 3.1)) == [
         ("200", False)]
     assert _flags(layer.receive(opt, UAC, 3.2)) == [("200", True)]
+
+
+def test_gateway_outcomes_and_common_methods_are_served_at_zero_from_the_start() -> None:
+    """rate()/increase() only see an increase from a series that existed before it: a
+    gateway's first failures or first INVITE must not be the series' first sample."""
+    registry = CollectorRegistry()
+    m = SwitchMetrics(registry, "vc1")
+    m.declare_gateways(["carrier1", "carrier2"])
+    for g in ("carrier1", "carrier2"):
+        for outcome in GATEWAY_OUTCOMES:
+            assert registry.get_sample_value("voicecall_gateway_calls_total", {
+                "node": "vc1", "gateway": g, "outcome": outcome}) == 0
+    for method in ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"):
+        for direction in ("in", "out"):
+            assert registry.get_sample_value(f"voicecall_sip_requests_{direction}_total", {
+                "node": "vc1", "method": method}) == 0
+    m.gateway_call("carrier1", "busy")
+    m.declare_gateways(["carrier1"])           # declaring again never resets a count
+    assert registry.get_sample_value("voicecall_gateway_calls_total", {
+        "node": "vc1", "gateway": "carrier1", "outcome": "busy"}) == 1
