@@ -95,6 +95,9 @@ def test_promtool_rule_unit_tests() -> None:
     # Every node reports the shared outbox: sum() would double it.
     ('max(voicecall_cdr_outbox_items{state="pending"})',
      'sum(voicecall_cdr_outbox_items{state="pending"})', "VoicecallCdrOutboxBacklog"),
+    # Late ticks on a node without media (nobody hears them) must not page.
+    ("          and\n          sum by (node) (voicecall_media_endpoints) > 0\n", "",
+     "VoicecallMediaLateTicks"),
 ])
 def test_promtool_unit_tests_catch_broken_rules(tmp_path: Path, old: str, new: str,
                                                 alert: str) -> None:
