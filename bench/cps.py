@@ -681,12 +681,13 @@ def write_json(path: Path, results: dict[str, list[Step]], skipped: list[str],
     import json
     from dataclasses import asdict
 
+    limits: dict[str, dict[str, object]] = {}
     out = {"rates": rates, "duration_s": duration, "hold_ms": hold_ms, "skipped": skipped,
-           "series": {k: [asdict(s) for s in v] for k, v in results.items()}, "limits": {}}
+           "series": {k: [asdict(s) for s in v] for k, v in results.items()}, "limits": limits}
     for series, steps in results.items():
         clean, clean_all = highest_rate(steps, "clean")
         kept, kept_all = highest_rate(steps, "keeps_up")
-        out["limits"][series] = {"zero_failures": clean, "zero_failures_not_reached": clean_all,
+        limits[series] = {"zero_failures": clean, "zero_failures_not_reached": clean_all,
                                  "kept_up": kept, "kept_up_not_reached": kept_all}
     path.write_text(json.dumps(out, indent=2))
 
