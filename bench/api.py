@@ -210,7 +210,11 @@ async def cdr_throughput(db_url: str, count: int, receiver: Receiver) -> None:
           f"{pushes / elapsed:.0f} pushes/s (5 CDRs share each callEndTime)")
 
 
-def switch_toml(*, sip_port: int, api_port: int, gw_port: int, status: str, fee: str) -> str:
+def switch_toml(*, sip_port: int, api_port: int, gw_port: int, status: str, fee: str,
+                gateway: str = "busy", sip_extra: str = "", media: str = "") -> str:
+    """The daemon's config for the --switch bench (and bench/memory.py): every called number
+    routed to one SIPp gateway; ``sip_extra`` lines go into [sip], ``media`` is a whole
+    [media] section."""
     return f"""
 [node]
 name = "vc1"
@@ -218,6 +222,8 @@ data_dir = "./data"
 
 [sip]
 listen = ["udp:127.0.0.1:{sip_port}"]
+{sip_extra}
+{media}
 
 [api]
 listen = "127.0.0.1:{api_port}"
@@ -232,17 +238,17 @@ cdr_retry_interval_s = 60
 level = "warning"
 
 [[gateways]]
-name = "busy"
+name = "{gateway}"
 address = "udp:127.0.0.1:{gw_port}"
 ping_interval_s = 0
 
 [[routes]]
 prefix = "+86138"
-gateways = ["busy"]
+gateways = ["{gateway}"]
 
 [[routes]]
 prefix = "+86139"
-gateways = ["busy"]
+gateways = ["{gateway}"]
 
 [[accounts]]
 id = "sp1"

@@ -40,7 +40,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.control_api.helpers import APP_KEY, Receiver, aksk_headers  # noqa: E402
+from bench.api import switch_toml  # noqa: E402
+from tests.integration.control_api.helpers import Receiver, aksk_headers  # noqa: E402
 from tests.integration.harness import Daemon, free_port  # noqa: E402
 
 GOAL_KIB = 100
@@ -61,66 +62,11 @@ SCENARIO = REPO / "tests" / "integration" / "scenarios" / "uas_basic.xml"
 
 
 def node_toml(*, sip_port: int, api_port: int, gw_port: int, status: str, fee: str) -> str:
-    return f"""
-[node]
-name = "vc1"
-data_dir = "./data"
-
-[sip]
-listen = ["udp:127.0.0.1:{sip_port}"]
-no_answer_timeout_s = 60
-
-[media]
-rtp_ports = "46000-59999"
-rtp_timeout_s = 0
-
-[api]
-listen = "127.0.0.1:{api_port}"
-callee_limit = "off"
-max_inflight_requests = 0
-
-[webhooks]
-timeout_s = 10
-cdr_retry_interval_s = 60
-
-[log]
-level = "warning"
-
-[[gateways]]
-name = "gw"
-address = "udp:127.0.0.1:{gw_port}"
-ping_interval_s = 0
-
-[[routes]]
-prefix = "+86138"
-gateways = ["gw"]
-
-[[routes]]
-prefix = "+86139"
-gateways = ["gw"]
-
-[[accounts]]
-id = "sp1"
-
-[[apps]]
-account = "sp1"
-app_key = "{APP_KEY}"
-app_secret = "test-app-secret-01"
-status_url = "{status}"
-fee_url = "{fee}"
-record = false
-max_concurrent_calls = 100000
-
-[[numbers]]
-account = "sp1"
-number = "+8675500000001"
-kind = "display"
-
-[[numbers]]
-account = "sp1"
-number = "+8675500000002"
-kind = "display"
-"""
+    # bench/api.py's daemon config, with a 60 s no-answer timeout and a wide RTP range with
+    # no media timeout (the held calls send no RTP).
+    return switch_toml(sip_port=sip_port, api_port=api_port, gw_port=gw_port, status=status,
+                       fee=fee, gateway="gw", sip_extra="no_answer_timeout_s = 60",
+                       media='[media]\nrtp_ports = "46000-59999"\nrtp_timeout_s = 0')
 
 
 def rss_kib(pid: int) -> int:
