@@ -92,6 +92,10 @@ def _build(args: argparse.Namespace) -> Request:
             return "POST", f"/templates/{_q(args.account)}/{_q(args.id)}/approve", {}
         return "POST", f"/templates/{_q(args.account)}/{_q(args.id)}/reject", {
             "json": {"reason": args.reason}}
+    if g == "calls" and c == "stop":
+        return "POST", f"/calls/{_q(args.session_id)}/stop", {}
+    if g == "nodes":
+        return "GET", "/nodes", {}
     if g == "calls":
         return "GET", "/calls", {"params": _params(
             args, "since", "until", "service_type", "app_key", "account", "session_id",
@@ -257,6 +261,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--service-type", dest="service_type", choices=["001", "002"])
     p.add_argument("--limit", type=int)
     p.add_argument("--offset", type=int)
+    p = calls.add_parser("stop", help="end a call (as callStop, 8017 on every leg) on "
+                                      "whichever node of the cluster runs it")
+    p.add_argument("session_id")
+    nodes = groups.add_parser("nodes", help="the cluster's nodes: API address, heartbeat, alive")
+    nodes.set_defaults(admin_cmd="list")
 
     cdrs = groups.add_parser("cdrs", help="CDR outbox and manual re-push").add_subparsers(
         dest="admin_cmd", required=True)

@@ -205,6 +205,10 @@ async def test_admin_cli_commands(node: Node, tmp_path: Path) -> None:
     assert code == 0 and out["template"]["state"] == "approved"
     code, out = await cli("calls", "search", "--callee", "138")
     assert code == 0 and out["calls"] == []
+    code, out = await cli("calls", "stop", "no-such-session")
+    assert code == 1 and out["resultcode"] == "1010404", out
+    code, out = await cli("nodes")
+    assert code == 0 and [n["alive"] for n in out["nodes"] if n["name"] == out["node"]] == [True]
     code, out = await cli("cdrs", "list", "--state", "parked")
     assert code == 0 and out["cdrs"] == []
     code, out = await cli("cdrs", "repush", "--state", "parked")
