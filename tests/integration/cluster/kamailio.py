@@ -47,6 +47,7 @@ class Kamailio:
     port: int
     node_ports: list[int]
     ping_interval_s: int = 1
+    tcp_port: int | None = None   # also listen on TCP (LISTEN_TCP) for callers
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
     _rundir: str = ""
@@ -72,6 +73,8 @@ class Kamailio:
             "CHILDREN": "1",          # one UDP worker: a 200 never overtakes its 180
             "DS_PING_INTERVAL": str(self.ping_interval_s),
         }
+        if self.tcp_port is not None:
+            defines["LISTEN_TCP"] = f"tcp:127.0.0.1:{self.tcp_port}"
         args = [KAMAILIO, "-f", str(DEPLOY / "kamailio.cfg"), "-DD", "-E",
                 "-Y", self._rundir, "-P", f"{self._rundir}/kamailio.pid", "-w", self._rundir,
                 "-m", "64", "-M", "8"]

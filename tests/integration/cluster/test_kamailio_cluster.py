@@ -209,12 +209,13 @@ no_answer_timeout_s = 10
             return node
         raise RuntimeError(f"node {name} did not start: {error}")
 
-    def start_kamailio(self, nodes: int) -> Kamailio:
+    def start_kamailio(self, nodes: int, tcp: bool = False) -> Kamailio:
         """Kamailio before the nodes (they trust its address); its list is pointed at the
         nodes with :meth:`Kamailio.set_nodes` once they run."""
         error = ""
         for _ in range(4):
-            k = Kamailio(self.workdir, self.port(), [self.port() for _ in range(nodes)])
+            k = Kamailio(self.workdir, self.port(), [self.port() for _ in range(nodes)],
+                         tcp_port=self.port() if tcp else None)
             try:
                 self.kamailio = k.start()
                 return k
@@ -224,11 +225,13 @@ no_answer_timeout_s = 10
                     raise
         raise RuntimeError(f"kamailio did not start: {error}")
 
-    def callers(self, service: str, calls: int, rate: int = 10) -> Sipp:
+    def callers(self, service: str, calls: int, rate: int = 10, tcp: bool = False) -> Sipp:
         assert self.kamailio is not None
-        target = f"127.0.0.1:{self.kamailio.port}"
+        kport = self.kamailio.tcp_port if tcp else self.kamailio.port
+        assert kport is not None, "start_kamailio(tcp=True) for TCP callers"
         return self.start_sipp(lambda port, mp: uac(
-            self.workdir, "uac_basic.xml", target, port=port, service=service, calls=calls,
+            self.workdir, "uac_basic.xml", f"127.0.0.1:{kport}", port=port, service=service,
+            calls=calls, transport="t1" if tcp else "u1",
             extra=("-r", str(rate), "-l", str(calls), "-d", "500", "-mp", str(mp)),
             timeout_s=90))
 
@@ -509,3 +512,36 @@ def test_proxy_checks_without_nodes(tmp_path: Path) -> None:
         assert time.monotonic() - started < 1.5
     finally:
         kam.stop()
+
+
+async def test_tcp_callers_reach_udp_nodes(cluster: Cluster) -> None:
+    """Callers on TCP (one connection, as SIPp's t1 and most SBCs do) reach the nodes over
+    UDP: the proxy double-record-routes (a TCP and a UDP entry), so the caller's ACK and
+    BYE come back over TCP and are relayed to the node that took the call."""
+    gw = cluster.gateway("carrier", "+861394", 6)
+    kam = cluster.start_kamailio(nodes=2, tcp=True)
+    n1 = cluster.start_node("vc1")
+    n2 = cluster.start_node("vc2")
+    kam.set_nodes([n1.sip_port, n2.sip_port])
+    kam.wait_flags(n1.sip_port, "A")
+    kam.wait_flags(n2.sip_port, "A")
+    callers = cluster.callers(gw.number(), 6, rate=5, tcp=True)
+    rc = await wait_sipp(callers)
+    if not rc.ok:
+        gw.sipp.stop()
+        raise AssertionError(rc.explain() + cluster.logs())
+    rg = await gw.result()
+    assert rg.ok, rg.explain() + cluster.logs()
+    assert kam.tcp_port is not None
+    # Double Record-Route: the TCP side (towards the caller) and the UDP side (the nodes).
+    tcp_rr = re.escape(f"<sip:127.0.0.1:{kam.tcp_port};transport=tcp;r2=on;lr")
+    udp_rr = re.escape(f"<sip:127.0.0.1:{kam.port};r2=on;lr")
+    assert rc.count(rf"(?m)^Record-Route: {tcp_rr}") >= 6, rc.messages[-3000:]
+    assert rc.count(rf"(?m)^Record-Route: {udp_rr}") >= 6, rc.messages[-3000:]
+    assert rc.count(rf"(?m)^Route: {tcp_rr}.*{udp_rr}") >= 12, rc.messages[-3000:]
+    by_node = invites_by_node(rg)
+    assert set(by_node) == {n1.sip_port, n2.sip_port}, by_node
+    assert sum(len(v) for v in by_node.values()) == 6, by_node
+    for n in (n1, n2):
+        byes = await n.metric("voicecall_sip_requests_in_total", method="BYE")
+        assert byes == len(by_node[n.sip_port]), (n.name, byes, by_node)
