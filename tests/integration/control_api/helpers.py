@@ -189,7 +189,8 @@ class Receiver:
 def node_toml(*, data_dir: str, db_url: str, port: int, extra: str = "",
               max_calls: int = 10, record: bool = True, status_url: str = "",
               fee_url: str = "", api_extra: str = "", batch_delay_s: float = 0.2,
-              node_name: str = "vc1", lease_s: float = 2) -> str:
+              node_name: str = "vc1", lease_s: float = 2,
+              webhook_timeout_s: float = 1) -> str:
     return f"""
 [node]
 name = "{node_name}"
@@ -205,7 +206,7 @@ public_url = "http://127.0.0.1:{port}"
 url = "{db_url}"
 
 [webhooks]
-timeout_s = 1
+timeout_s = {webhook_timeout_s}
 cdr_retry_interval_s = 0.5
 cdr_max_retries = 2
 cdr_batch_delay_s = {batch_delay_s}

@@ -173,7 +173,10 @@ async def test_cdr_retried_then_recovers(make_node: NodeFactory, receiver: Recei
 async def test_cdr_parked_after_max_retries_then_manual_repush(make_node: NodeFactory,
                                                                receiver: Receiver) -> None:
     receiver.modes["/fee"] = "fail"
-    node = await make_node()
+    # Every attempt must reach the receiver (it answers 500 at once): a 1 s webhook timeout
+    # turned one attempt into a ConnectTimeout when the test process's loop stalled for a
+    # second late in a full run (its own GC over a large heap); parking does not depend on it.
+    node = await make_node(webhook_timeout_s=5)
     sid = expect(await post(node, CB, cb_body(**urls(receiver))), 200, "0")["sessionId"]
     await receiver.wait_for(lambda: len(receiver.on("/fee")) == 3, timeout=15)  # 1 + 2 retries
     for _ in range(50):
