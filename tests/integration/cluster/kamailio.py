@@ -4,6 +4,8 @@ with the test's sockets and a dispatcher list generated from deploy/kamailio/dis
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import signal
@@ -81,8 +83,9 @@ class Kamailio:
         for k, v in defines.items():
             args += ["-A", f"{k}={v}"]
         with self.log_path.open("wb") as log:
+            # Its own process group: Kamailio forks its workers, and stop() ends them all.
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -139,13 +142,18 @@ class Kamailio:
             return ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        if self.proc is not None:
+            pgid = self.proc.pid      # the group it leads (start_new_session)
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=5)
+            # A worker can outlive the main process (seen once after a test): end the group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
         self.proc = None
         if self._rundir:
             shutil.rmtree(self._rundir, ignore_errors=True)
