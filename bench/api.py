@@ -210,6 +210,19 @@ async def cdr_throughput(db_url: str, count: int, receiver: Receiver) -> None:
           f"{pushes / elapsed:.0f} pushes/s (5 CDRs share each callEndTime)")
 
 
+async def click2call(client: httpx.AsyncClient, i: int) -> str:
+    """One signed click2Call numbered ``i`` (distinct caller and callee per request, so no
+    frequency limit can bite); its resultcode, or what failed."""
+    body = {"displayNbr": "+8675500000001", "displayCalleeNbr": "+8675500000002",
+            "callerNbr": f"+86138{i:08d}", "calleeNbr": f"+86139{i:08d}"}
+    try:
+        r = await client.post("/rest/httpsessions/click2Call/v2.0", content=json.dumps(body),
+                              headers=aksk_headers())
+        return str(r.json().get("resultcode", f"http{r.status_code}"))
+    except (httpx.HTTPError, ValueError) as e:
+        return type(e).__name__
+
+
 def switch_toml(*, sip_port: int, api_port: int, gw_port: int, status: str, fee: str,
                 gateway: str = "busy", sip_extra: str = "", media: str = "") -> str:
     """The daemon's config for the --switch bench (and bench/memory.py): every called number
@@ -333,16 +346,8 @@ async def switch_bench(tmp: Path, rate: float, seconds: float, receiver: Receive
         async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits,
                                      trust_env=False) as client:
             async def one(i: int, measured: bool = True) -> None:
-                # Distinct caller and callee per request: no frequency limit can bite.
-                body = {"displayNbr": "+8675500000001", "displayCalleeNbr": "+8675500000002",
-                        "callerNbr": f"+86138{i:08d}", "calleeNbr": f"+86139{i:08d}"}
                 t0 = time.perf_counter()
-                try:
-                    r = await client.post("/rest/httpsessions/click2Call/v2.0",
-                                          content=json.dumps(body), headers=aksk_headers())
-                    code = str(r.json().get("resultcode", f"http{r.status_code}"))
-                except (httpx.HTTPError, ValueError) as e:
-                    code = type(e).__name__
+                code = await click2call(client, i)
                 if measured:
                     latencies.append((time.perf_counter() - t0) * 1000)
                     codes[code] = codes.get(code, 0) + 1

@@ -40,8 +40,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.api import switch_toml  # noqa: E402
-from tests.integration.control_api.helpers import Receiver, aksk_headers  # noqa: E402
+from bench.api import click2call, switch_toml  # noqa: E402
+from tests.integration.control_api.helpers import Receiver  # noqa: E402
 from tests.integration.harness import Daemon, free_port  # noqa: E402
 
 GOAL_KIB = 100
@@ -88,14 +88,7 @@ async def post_calls(base: str, first: int, count: int, rate: float) -> dict[str
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits,
                                  trust_env=False) as client:
         async def one(i: int) -> None:
-            body = {"displayNbr": "+8675500000001", "displayCalleeNbr": "+8675500000002",
-                    "callerNbr": f"+86138{i:08d}", "calleeNbr": f"+86139{i:08d}"}
-            try:
-                r = await client.post("/rest/httpsessions/click2Call/v2.0",
-                                      content=json.dumps(body), headers=aksk_headers())
-                code = str(r.json().get("resultcode", f"http{r.status_code}"))
-            except (httpx.HTTPError, ValueError) as e:
-                code = type(e).__name__
+            code = await click2call(client, i)
             codes[code] = codes.get(code, 0) + 1
 
         start = time.perf_counter()
